@@ -1,0 +1,83 @@
+"""Typed outputs of the Mr. DETR model (no 8-tuples)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+from .routes import Route
+
+
+@dataclass
+class Predictions:
+    """Class logits and boxes of one set of queries (one decoder layer, or one encoder head).
+
+    Attributes:
+        logits: [B, Q, C] class logits (pre-sigmoid).
+        boxes: [B, Q, 4] normalised (cx, cy, w, h) in [0, 1] of the unpadded image.
+    """
+
+    logits: Tensor
+    boxes: Tensor
+
+
+@dataclass
+class EncoderPredictions(Predictions):
+    """Dense predictions of a two-stage encoder head over all N encoder tokens.
+
+    Attributes:
+        logits: [B, N, C].
+        boxes: [B, N, 4] sigmoid of (head output + anchor logit); invalid tokens are ``sigmoid(+inf)=1``.
+        anchors: [B, N, 4] the anchor boxes (sigmoid of the anchor logits; invalid/padded anchors are 1.0),
+            used by the Deformable criterion's encoder matcher.
+    """
+
+    anchors: Tensor | None = None
+
+
+@dataclass
+class RouteOutput:
+    """Per-layer outputs of one decoder route.
+
+    Attributes:
+        layers: D predictions, layer 0 first; ``layers[-1]`` is the final layer.
+        hidden: [D, B, Q, d] decoder hidden states.
+        references: [D, B, Q, 4] per-layer reference boxes as returned by the decoder
+            (look-forward-twice: undetached refined boxes).
+        init_reference: [B, Q, 4] sigmoided initial reference boxes of this route.
+    """
+
+    layers: list[Predictions]
+    hidden: Tensor
+    references: Tensor
+    init_reference: Tensor
+
+
+@dataclass
+class MrDETROutput:
+    """Everything the criterion needs from one training forward.
+
+    Attributes:
+        routes: decoder outputs per route that ran (PRIMARY always; aux routes in training).
+        encoder: dense encoder-head predictions per route that owns an encoder head
+            (``Route.PRIMARY`` -> loss suffix ``_enc``, ``Route.INSTRUCT`` -> ``_enc_o2m``).
+    """
+
+    routes: dict[Route, RouteOutput]
+    encoder: dict[Route, EncoderPredictions] = field(default_factory=dict)
+
+
+@dataclass
+class RawOutput:
+    """What ``MrDETR.forward_raw`` returns at eval: the tensors handed to post-processing.
+
+    Attributes:
+        pred_logits: [B, Q, C] final-layer logits after the eval-time score fusion.
+        pred_boxes: [B, Q, 4] final boxes, normalised cxcywh.
+        image_sizes: (h, w) of each unpadded (resized) input image.
+    """
+
+    pred_logits: Tensor
+    pred_boxes: Tensor
+    image_sizes: list[tuple[int, int]]
