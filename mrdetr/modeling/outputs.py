@@ -62,10 +62,12 @@ class MrDETROutput:
         routes: decoder outputs per route that ran (PRIMARY always; aux routes in training).
         encoder: dense encoder-head predictions per route that owns an encoder head
             (``Route.PRIMARY`` -> loss suffix ``_enc``, ``Route.INSTRUCT`` -> ``_enc_o2m``).
+        image_sizes: (h, w) of each unpadded input image.
     """
 
     routes: dict[Route, RouteOutput]
     encoder: dict[Route, EncoderPredictions] = field(default_factory=dict)
+    image_sizes: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass

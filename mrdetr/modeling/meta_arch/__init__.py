@@ -1,0 +1,3 @@
+from .mr_detr import MrDETR
+
+__all__ = ["MrDETR"]

@@ -1,0 +1,51 @@
+"""Small feed-forward blocks."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+class MLP(nn.Module):
+    """Multi-layer perceptron with ReLU between layers (box heads).
+
+    Args:
+        input_dim: input channels.
+        hidden_dim: hidden channels.
+        output_dim: output channels.
+        num_layers: number of Linear layers.
+    """
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int):
+        super().__init__()
+        dims_in = [input_dim] + [hidden_dim] * (num_layers - 1)
+        dims_out = [hidden_dim] * (num_layers - 1) + [output_dim]
+        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims_in, dims_out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """[..., input_dim] -> [..., output_dim]."""
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = F.relu(x)
+        return x
+
+
+class FFN(nn.Module):
+    """Transformer feed-forward block ``fc2(dropout(relu(fc1(x))))`` without residual or norm.
+
+    Args:
+        embed_dim: input/output channels.
+        hidden_dim: hidden channels.
+        dropout: dropout after the activation and after ``fc2``.
+    """
+
+    def __init__(self, *, embed_dim: int = 256, hidden_dim: int = 2048, dropout: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(embed_dim, hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, embed_dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """[..., embed_dim] -> [..., embed_dim]."""
+        return self.dropout(self.fc2(self.dropout(F.relu(self.fc1(x)))))

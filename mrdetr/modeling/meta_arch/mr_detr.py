@@ -1,0 +1,215 @@
+"""Mr. DETR: backbone -> neck -> encoder -> two-stage selection -> multi-route decoder -> heads.
+
+Training runs every configured route and returns the weighted losses; inference runs the primary
+(one-to-one) route only.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ...layers import MLP
+from ...structures import ImageList, Instances, box_xyxy_to_cxcywh, inverse_sigmoid
+from ..outputs import MrDETROutput, Predictions, RawOutput, RouteOutput
+from ..postprocessing import detector_postprocess, fuse_layer_scores, topk_detections
+from ..routes import Route
+from ..transformer import EncodedImage, MrDETRTransformer
+from .inputs import prepare_targets, validate_inputs
+
+
+class MrDETR(nn.Module):
+    """The Mr. DETR detector (Deformable-DETR++ with multi-route training).
+
+    Args:
+        backbone: returns a dict of feature maps.
+        neck: maps the backbone dict to a list of L maps of width ``embed_dim``.
+        position_embedding: sine embedding of a padding mask.
+        transformer: encoder + proposals + multi-route decoder.
+        num_classes: C.
+        num_queries: Q matching queries (content embedding rows).
+        embed_dim: d.
+        criterion: ``MrDETRCriterion`` (unweighted loss terms), required for training.
+        weight_dict: loss name -> weight; every produced term must have one.
+        pixel_mean: per-channel mean of the 0..255 RGB input.
+        pixel_std: per-channel std.
+        train_routes: decoder routes run in training (PRIMARY must be among them).
+        select_box_nums_for_evaluation: detections kept per image at inference.
+        score_fusion_exponents: eval-time cross-layer score fusion exponents, or None to disable.
+        prior_prob: initial class probability (class-head bias ``-log((1 - p) / p)``).
+        instruct_proposal_wh_bias: initial w/h bias of the instruction-route proposal box head
+            (-2.0 in the official init; every other box head starts at 0).
+        eval_padding_mask: use the real padding mask at eval (the official code uses none, a bug;
+            set False only to reproduce its batched outputs).
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        neck: nn.Module,
+        position_embedding: nn.Module,
+        transformer: MrDETRTransformer,
+        num_classes: int = 80,
+        num_queries: int = 300,
+        embed_dim: int = 256,
+        criterion: nn.Module | None = None,
+        weight_dict: dict[str, float] | None = None,
+        pixel_mean: Sequence[float] = (123.675, 116.28, 103.53),
+        pixel_std: Sequence[float] = (58.395, 57.12, 57.375),
+        train_routes: Sequence[Route | str] = (Route.PRIMARY, Route.INSTRUCT, Route.SEP_FFN),
+        select_box_nums_for_evaluation: int = 300,
+        score_fusion_exponents: tuple[float, float] | None = (2.001, 1.853),
+        prior_prob: float = 0.01,
+        instruct_proposal_wh_bias: float = -2.0,
+        eval_padding_mask: bool = True,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+        self.position_embedding = position_embedding
+        self.transformer = transformer
+        self.num_classes = num_classes
+        self.num_queries = num_queries
+        self.query_embedding = nn.Embedding(num_queries, embed_dim)
+        num_layers = transformer.decoder.num_layers
+        class_head = nn.Linear(embed_dim, num_classes)
+        box_head = MLP(embed_dim, embed_dim, 4, 3)
+        self.class_embed = nn.ModuleList(copy.deepcopy(class_head) for _ in range(num_layers))
+        self.bbox_embed = nn.ModuleList(copy.deepcopy(box_head) for _ in range(num_layers))
+        self.criterion = criterion
+        self.weight_dict = dict(weight_dict or {})
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self.train_routes = tuple(Route(r) for r in train_routes)
+        if Route.PRIMARY not in self.train_routes:
+            raise ValueError("train_routes must include Route.PRIMARY")
+        self.select_box_nums_for_evaluation = select_box_nums_for_evaluation
+        self.score_fusion_exponents = (
+            tuple(score_fusion_exponents) if score_fusion_exponents is not None else None
+        )
+        self.eval_padding_mask = eval_padding_mask
+        self._init_heads(prior_prob, instruct_proposal_wh_bias)
+
+    def _init_heads(self, prior_prob: float, instruct_wh_bias: float) -> None:
+        bias = -math.log((1 - prior_prob) / prior_prob)
+        heads = self.transformer.proposals.heads
+        class_heads = list(self.class_embed) + [h.class_embed for h in heads.values()]
+        box_heads = list(self.bbox_embed) + [h.bbox_embed for h in heads.values()]
+        for head in class_heads:
+            nn.init.constant_(head.bias, bias)
+        for head in box_heads:
+            nn.init.zeros_(head.layers[-1].weight)
+            nn.init.zeros_(head.layers[-1].bias)
+        if Route.INSTRUCT.value in heads:
+            nn.init.constant_(heads[Route.INSTRUCT.value].bbox_embed.layers[-1].bias[2:], instruct_wh_bias)
+        nn.init.normal_(self.query_embedding.weight)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    # ----------------------------------------------------------------------------------- stages
+    def preprocess(self, batched_inputs: list[dict]) -> tuple[ImageList, Tensor]:
+        """Normalise and pad the images.
+
+        Returns:
+            the padded batch and its [B, H, W] padding mask (True = padding).
+        """
+        validate_inputs(batched_inputs, require_instances=self.training)
+        images = [
+            (x["image"].to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std
+            for x in batched_inputs
+        ]
+        image_list = ImageList.from_tensors(images)
+        mask = image_list.padding_mask()
+        if not self.training and not self.eval_padding_mask:
+            mask = torch.zeros_like(mask)
+        return image_list, mask
+
+    def encode(self, images: ImageList, mask: Tensor) -> EncodedImage:
+        """Backbone, neck, position embeddings and encoder."""
+        features = self.neck(self.backbone(images.tensor))
+        masks = [
+            F.interpolate(mask[None].float(), size=f.shape[-2:]).to(torch.bool)[0] for f in features
+        ]
+        pos = [self.position_embedding(m) for m in masks]
+        return self.transformer.encode(features, masks, pos)
+
+    def run_route(self, encoded: EncodedImage, route: Route, box_logits: Tensor) -> RouteOutput:
+        """Decode one route from its initial box logits and apply the shared heads per layer."""
+        b = box_logits.shape[0]
+        query = self.query_embedding.weight.unsqueeze(0).expand(b, -1, -1)
+        hidden, references, deltas = self.transformer.decode(
+            encoded, route, query, box_logits, self.bbox_embed
+        )
+        init_reference = box_logits.sigmoid()
+        layers = []
+        for lvl in range(hidden.shape[0]):
+            reference = init_reference if lvl == 0 else references[lvl - 1]
+            boxes = (deltas[lvl] + inverse_sigmoid(reference)).sigmoid()
+            layers.append(Predictions(logits=self.class_embed[lvl](hidden[lvl]), boxes=boxes))
+        return RouteOutput(layers, hidden, references, init_reference)
+
+    def forward_features(self, batched_inputs: list[dict], routes: Sequence[Route]) -> MrDETROutput:
+        """Run the network for the given routes (no loss, no post-processing)."""
+        images, mask = self.preprocess(batched_inputs)
+        encoded = self.encode(images, mask)
+        primary = self.transformer.select(encoded, Route.PRIMARY)
+        out = MrDETROutput(
+            routes={}, encoder={Route.PRIMARY: primary.predictions}, image_sizes=images.image_sizes
+        )
+        if Route.INSTRUCT in routes:
+            instruct = self.transformer.select(encoded, Route.INSTRUCT)
+            out.encoder[Route.INSTRUCT] = instruct.predictions
+        for route in routes:
+            seed = instruct if route is Route.INSTRUCT else primary
+            out.routes[route] = self.run_route(encoded, route, seed.box_logits)
+        return out
+
+    # ------------------------------------------------------------------------------ entry points
+    def forward(self, batched_inputs: list[dict]) -> dict[str, Tensor] | list[dict]:
+        """Training: weighted loss dict. Eval: ``[{"instances": Instances}]`` per image."""
+        if self.training:
+            return self.losses(batched_inputs)
+        raw = self.forward_raw(batched_inputs)
+        return self.postprocess(raw, batched_inputs)
+
+    def losses(self, batched_inputs: list[dict], generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Weighted loss terms of one training batch (official key names)."""
+        if self.criterion is None:
+            raise RuntimeError("MrDETR was built without a criterion: it cannot compute losses")
+        outputs = self.forward_features(batched_inputs, self.train_routes)
+        targets = prepare_targets(batched_inputs, self.device)
+        losses = self.criterion(outputs, targets, generator=generator)
+        from ..criterion import apply_weights
+
+        return apply_weights(losses, self.weight_dict)
+
+    @torch.no_grad()
+    def forward_raw(self, batched_inputs: list[dict]) -> RawOutput:
+        """Primary route only: fused final logits [B, Q, C] and boxes [B, Q, 4] (normalised cxcywh)."""
+        out = self.forward_features(batched_inputs, (Route.PRIMARY,))
+        layers = out.routes[Route.PRIMARY].layers
+        if self.score_fusion_exponents is not None:
+            logits = fuse_layer_scores([p.logits for p in layers], self.score_fusion_exponents)
+        else:
+            logits = layers[-1].logits
+        return RawOutput(logits, layers[-1].boxes, out.image_sizes)
+
+    def postprocess(self, raw: RawOutput, batched_inputs: list[dict]) -> list[dict[str, Instances]]:
+        """Top-K detections rescaled to each input's requested ``height``/``width``."""
+        results = topk_detections(
+            raw.pred_logits, raw.pred_boxes, raw.image_sizes, self.select_box_nums_for_evaluation
+        )
+        processed = []
+        for res, inp, (h, w) in zip(results, batched_inputs, raw.image_sizes):
+            processed.append(
+                {"instances": detector_postprocess(res, inp.get("height", h), inp.get("width", w))}
+            )
+        return processed

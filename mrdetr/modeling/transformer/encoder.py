@@ -1,0 +1,129 @@
+"""Deformable encoder: post-norm layers of multi-scale deformable self-attention + FFN."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from ...layers import FFN
+from ...ops.msda import MultiScaleDeformableAttention
+from .levels import FlatLevels
+
+
+class DeformableEncoderLayer(nn.Module):
+    """``x = norm1(x + self_attn(x + pos)); x = norm2(x + ffn(x))``.
+
+    Args:
+        embed_dim: token width.
+        num_heads: MSDA heads.
+        num_levels: feature levels.
+        num_points: sampling points per head and level.
+        ffn_dim: FFN hidden width.
+        dropout: dropout in attention output and FFN.
+        msda_backend: backend of the deformable-attention op.
+    """
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int = 256,
+        num_heads: int = 8,
+        num_levels: int = 4,
+        num_points: int = 4,
+        ffn_dim: int = 2048,
+        dropout: float = 0.0,
+        msda_backend: str = "auto",
+    ):
+        super().__init__()
+        self.self_attn = MultiScaleDeformableAttention(
+            embed_dim=embed_dim,
+            num_heads=num_heads,
+            num_levels=num_levels,
+            num_points=num_points,
+            dropout=dropout,
+            backend=msda_backend,
+        )
+        self.norm1 = nn.LayerNorm(embed_dim)
+        self.ffn = FFN(embed_dim=embed_dim, hidden_dim=ffn_dim, dropout=dropout)
+        self.norm2 = nn.LayerNorm(embed_dim)
+
+    def forward(self, x: Tensor, pos: Tensor, reference_points: Tensor, levels: FlatLevels) -> Tensor:
+        """Run one layer.
+
+        Args:
+            x: [B, N, d] tokens.
+            pos: [B, N, d] positional + level embeddings.
+            reference_points: [B, N, L, 2] normalised (x, y) per level.
+            levels: flattened-level metadata (shapes, starts, padding mask).
+
+        Returns:
+            [B, N, d].
+        """
+        attn = self.self_attn(
+            x + pos,
+            x,
+            reference_points,
+            levels.spatial_shapes,
+            levels.level_start_index,
+            levels.padding_mask,
+        )
+        x = self.norm1(x + attn)
+        return self.norm2(x + self.ffn(x))
+
+
+class DeformableEncoder(nn.Module):
+    """A stack of ``DeformableEncoderLayer`` (no final norm).
+
+    Args:
+        num_layers: number of layers.
+        use_checkpoint: recompute each layer's activations in backward (non-reentrant activation
+            checkpointing) to save memory; outputs and gradients are unchanged.
+        **layer_kwargs: arguments of ``DeformableEncoderLayer``.
+    """
+
+    def __init__(self, *, num_layers: int = 6, use_checkpoint: bool = False, **layer_kwargs):
+        super().__init__()
+        self.layers = nn.ModuleList(DeformableEncoderLayer(**layer_kwargs) for _ in range(num_layers))
+        self.use_checkpoint = use_checkpoint
+
+    @staticmethod
+    def reference_points(levels: FlatLevels) -> Tensor:
+        """Cell centres of every level, normalised by the valid region and re-scaled per level.
+
+        Returns:
+            [B, N, L, 2] (x, y).
+        """
+        valid_ratios = levels.valid_ratios
+        device = valid_ratios.device
+        refs = []
+        for lvl, (h, w) in enumerate(levels.shapes):
+            ref_y, ref_x = torch.meshgrid(
+                torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
+                torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device),
+                indexing="ij",
+            )
+            ref_y = ref_y.reshape(-1)[None] / (valid_ratios[:, None, lvl, 1] * h)
+            ref_x = ref_x.reshape(-1)[None] / (valid_ratios[:, None, lvl, 0] * w)
+            refs.append(torch.stack((ref_x, ref_y), -1))
+        reference_points = torch.cat(refs, 1)
+        return reference_points[:, :, None] * valid_ratios[:, None]
+
+    def forward(self, x: Tensor, pos: Tensor, levels: FlatLevels) -> Tensor:
+        """Encode flattened multi-level tokens.
+
+        Args:
+            x: [B, N, d] flattened features.
+            pos: [B, N, d] positional + level embeddings.
+            levels: flattened-level metadata.
+
+        Returns:
+            [B, N, d] memory.
+        """
+        reference_points = self.reference_points(levels)
+        for layer in self.layers:
+            if self.use_checkpoint and self.training and torch.is_grad_enabled():
+                x = checkpoint(layer, x, pos, reference_points, levels, use_reentrant=False)
+            else:
+                x = layer(x, pos, reference_points, levels)
+        return x
