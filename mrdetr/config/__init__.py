@@ -1,0 +1,28 @@
+"""LazyConfig-style Python configs on omegaconf: ``LazyCall``, ``instantiate``, load/save, overrides.
+
+Example:
+    >>> from mrdetr.config import LazyConfig, instantiate
+    >>> cfg = LazyConfig.load("projects/mr_detr_deformable/configs/<config>.py")
+    >>> cfg = LazyConfig.apply_overrides(cfg, ["model.num_queries=900"])
+    >>> model = instantiate(cfg.model)
+"""
+
+from __future__ import annotations
+
+from .instantiate import InstantiationError, instantiate
+from .lazy import LazyCall, locate, target_to_str
+from .lazy_config import LazyConfig
+from .loader import ConfigLoadError
+from .overrides import ConfigKeyError, parse_override_value
+
+__all__ = [
+    "ConfigKeyError",
+    "ConfigLoadError",
+    "InstantiationError",
+    "LazyCall",
+    "LazyConfig",
+    "instantiate",
+    "locate",
+    "parse_override_value",
+    "target_to_str",
+]

@@ -1,0 +1,174 @@
+"""Command-line ``key=value`` overrides of a config, as in ``train_net.py ... model.num_queries=900``.
+
+Values are parsed with ``ast.literal_eval`` (numbers, lists, tuples, dicts, quoted strings, ``True``),
+then ``null``/``none`` and ``true``/``false`` in any case, and otherwise kept as the raw string, so
+``train.output_dir=/tmp/x`` needs no quotes. Only existing keys may be overridden; a leading ``+``
+(``+train.new_key=1``) creates a key. A misspelt key raises :class:`ConfigKeyError` listing the
+nearest valid dotted keys.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+from collections.abc import Iterable
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+__all__ = ["ConfigKeyError", "apply_overrides", "config_key_paths", "parse_override_value"]
+
+_ADD_PREFIX = "+"
+_MAX_SUGGESTIONS = 5
+_SUGGESTION_CUTOFF = 0.6
+_NULL_WORDS = ("null", "none", "~")
+_BOOL_WORDS = {"true": True, "false": False}
+
+
+class ConfigKeyError(KeyError):
+    """An override names a key that is not in the config.
+
+    Attributes:
+        key: the dotted key that was not found.
+        suggestions: the nearest existing dotted keys, best first.
+    """
+
+    def __init__(self, message: str, key: str, suggestions: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.key = key
+        self.suggestions = list(suggestions)
+
+    def __str__(self) -> str:  # KeyError would print the repr of the message
+        return str(self.args[0])
+
+
+def parse_override_value(text: str) -> Any:
+    """Parses the value side of ``key=value``.
+
+    Args:
+        text: the raw value, e.g. ``"900"``, ``"[1,2]"``, ``"null"``, ``"/tmp/x"``.
+
+    Returns:
+        The Python value: a literal when ``ast.literal_eval`` accepts it, ``None`` for
+        ``null``/``none``/``~``, a bool for ``true``/``false`` (any case), else the string itself.
+    """
+    stripped = text.strip()
+    lowered = stripped.lower()
+    if lowered in _NULL_WORDS:
+        return None
+    if lowered in _BOOL_WORDS:
+        return _BOOL_WORDS[lowered]
+    try:
+        return ast.literal_eval(stripped)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return stripped
+
+
+def config_key_paths(cfg: DictConfig | ListConfig, prefix: str = "") -> list[str]:
+    """All dotted key paths of a config, containers and leaves (``"model"``, ``"model.lr"``, ...).
+
+    Interpolations are not resolved; list elements appear as ``"key.0"``.
+    """
+    if isinstance(cfg, DictConfig):
+        if cfg._is_none() or cfg._is_missing() or cfg._is_interpolation():
+            return []
+        items: Iterable[tuple[Any, Any]] = ((key, cfg._get_node(key)) for key in cfg.keys())
+    elif isinstance(cfg, ListConfig):
+        if cfg._is_none() or cfg._is_missing() or cfg._is_interpolation():
+            return []
+        items = ((index, cfg._get_node(index)) for index in range(len(cfg)))
+    else:
+        return []
+    paths: list[str] = []
+    for key, child in items:
+        path = f"{prefix}.{key}" if prefix else str(key)
+        paths.append(path)
+        paths.extend(config_key_paths(child, path))
+    return paths
+
+
+def apply_overrides(cfg: DictConfig, overrides: Iterable[str] | str) -> DictConfig:
+    """Applies ``key=value`` overrides in place.
+
+    Args:
+        cfg: the config to edit (typically from ``LazyConfig.load``).
+        overrides: strings such as ``"model.num_queries=900"``, ``"x.y=[1,2]"``,
+            ``"+train.new_key=1"`` (the ``+`` allows creating a key that does not exist).
+
+    Returns:
+        ``cfg`` itself, edited.
+
+    Raises:
+        ConfigKeyError: a key (without ``+``) does not exist, or its path crosses a value that is
+            not a config node; the message lists the nearest valid keys.
+        ValueError: an override is not of the form ``key=value``.
+    """
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    for override in overrides:
+        if not isinstance(override, str) or "=" not in override:
+            raise ValueError(f"Override {override!r} must have the form 'key=value'.")
+        raw_key, raw_value = override.split("=", 1)
+        key = raw_key.strip()
+        allow_new = key.startswith(_ADD_PREFIX)
+        key = key.lstrip(_ADD_PREFIX)
+        parts = key.split(".")
+        if not key or any(not part for part in parts):
+            raise ValueError(f"Override {override!r}: {key!r} is not a dotted key like 'a.b.c'.")
+        _check_key(cfg, override, key, parts, allow_new)
+        value = parse_override_value(raw_value)
+        try:
+            OmegaConf.update(cfg, key, value, merge=True, force_add=allow_new)
+        except Exception as exc:
+            raise ValueError(f"Override {override!r} failed: {type(exc).__name__}: {exc}") from exc
+    return cfg
+
+
+def _check_key(cfg: DictConfig, override: str, key: str, parts: list[str], allow_new: bool) -> None:
+    """Raises ConfigKeyError unless ``key`` exists (or may be created when ``allow_new``)."""
+    node: Any = cfg
+    for depth, part in enumerate(parts):
+        if not isinstance(node, (DictConfig, ListConfig)) or node._is_none():
+            prefix = ".".join(parts[:depth])
+            raise ConfigKeyError(
+                f"Override {override!r}: key '{key}' does not exist: '{prefix}' holds "
+                f"{_describe(node)}, not a config node, so it has no key {part!r}.",
+                key=key,
+            )
+        if not _has_child(node, part):
+            if allow_new and isinstance(node, DictConfig):
+                return
+            raise _missing_key_error(cfg, override, key, can_add=isinstance(node, DictConfig))
+        if depth < len(parts) - 1:
+            child_key: Any = int(part) if isinstance(node, ListConfig) else part
+            try:
+                node = node[child_key]
+            except Exception:  # noqa: BLE001 - e.g. an unresolvable interpolation in between
+                node = node._get_node(child_key)
+
+
+def _missing_key_error(cfg: DictConfig, override: str, key: str, can_add: bool) -> ConfigKeyError:
+    suggestions = difflib.get_close_matches(
+        key, config_key_paths(cfg), n=_MAX_SUGGESTIONS, cutoff=_SUGGESTION_CUTOFF
+    )
+    if suggestions:
+        hint = f"Did you mean: {', '.join(suggestions)}?"
+    else:
+        hint = f"Top-level keys are: {', '.join(map(str, cfg.keys()))}."
+    if can_add:
+        hint += f" (Prefix the key with '{_ADD_PREFIX}' to add a new key.)"
+    return ConfigKeyError(
+        f"Override {override!r}: key '{key}' does not exist in the config. {hint}",
+        key=key,
+        suggestions=suggestions,
+    )
+
+
+def _has_child(node: DictConfig | ListConfig, part: str) -> bool:
+    if isinstance(node, ListConfig):
+        return part.isdigit() and int(part) < len(node)
+    return part in node.keys()
+
+
+def _describe(value: Any) -> str:
+    return "None" if value is None else f"a {type(value).__name__} ({value!r})"

@@ -1,0 +1,3 @@
+"""Imports a config file that fails while executing."""
+
+from .raises import model  # noqa: F401

@@ -1,0 +1,4 @@
+"""Fails while executing."""
+
+model = dict(num_queries=300)
+ratio = 1 / 0
