@@ -1,0 +1,7 @@
+"""Matchers: one-to-one Hungarian matching and the one-to-many assigner of the auxiliary routes."""
+
+from .hungarian import HungarianMatcher
+from .one_to_many import OneToManyAssigner
+from .utils import MatchIndices, Targets
+
+__all__ = ["HungarianMatcher", "MatchIndices", "OneToManyAssigner", "Targets"]

@@ -1,0 +1,319 @@
+"""The Mr. DETR set criterion: matching per route and layer, focal/L1/GIoU losses (spec §2.5, §3).
+
+The criterion returns the **unweighted** loss terms under their official names; weights are applied
+afterwards with :func:`mrdetr.modeling.criterion.weights.apply_weights`.
+
+Extension points for the later variants:
+
+- Align (IA-BCE class loss with rank weights, spec §3.5): override :meth:`MrDETRCriterion.class_loss`;
+  it receives the matched indices and whether the prediction set is one-to-many, and may return
+  per-pair weights that :meth:`MrDETRCriterion.supervise` hands to the GIoU loss.
+- Denoising (spec §1.10): a subclass adds terms by calling :meth:`MrDETRCriterion.supervise` with the
+  denoising predictions, their fixed ``(query, gt)`` pairs, the normaliser ``num_boxes * groups`` and
+  the ``_dn…`` suffix, after ``super().forward``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from mrdetr.modeling.matcher import HungarianMatcher, MatchIndices, OneToManyAssigner, Targets
+from mrdetr.modeling.matcher.utils import check_targets
+from mrdetr.modeling.outputs import EncoderPredictions, MrDETROutput, Predictions
+from mrdetr.modeling.routes import Route
+
+from .losses import giou_loss, l1_loss, sigmoid_focal_loss
+from .naming import ROUTE_LOSSES, encoder_suffix, layer_suffix, route_loss_spec
+
+__all__ = ["MrDETRCriterion"]
+
+
+class MrDETRCriterion(nn.Module):
+    """Losses of every route, decoder layer and encoder head of a Mr. DETR training forward.
+
+    - PRIMARY layers: Hungarian matching per layer, normaliser ``num_boxes``.
+    - INSTRUCT / SEP_FFN layers: fresh one-to-many assignment per layer, normaliser
+      ``num_boxes * one_to_many_normalizer_scale``.
+    - Encoder heads: class-agnostic targets (every label 0), matched by ``encoder_matcher`` either on the
+      anchors (``encoder_match_on_anchors``, the Deformable variant) or on the predicted encoder boxes;
+      the losses always use the predicted boxes. Normaliser ``num_boxes``.
+
+    ``num_boxes`` is the number of GT boxes in the batch, averaged over processes when
+    ``torch.distributed`` is initialised, clamped to >= 1. All losses are computed in float32.
+
+    Args:
+        num_classes: number of classes C (width of the class logits).
+        matcher: one-to-one matcher of the primary route.
+        one_to_many_matcher: assigner of the one-to-many routes.
+        encoder_matcher: matcher of the encoder heads.
+        focal_alpha: alpha of the sigmoid focal loss.
+        focal_gamma: gamma of the sigmoid focal loss.
+        encoder_match_on_anchors: match the encoder heads on their anchors instead of their boxes.
+        one_to_many_normalizer_scale: multiplies ``num_boxes`` for the one-to-many routes
+            (1 Deformable/InsSeg, 3 DINO/Align).
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        matcher: HungarianMatcher,
+        one_to_many_matcher: OneToManyAssigner,
+        encoder_matcher: HungarianMatcher,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        encoder_match_on_anchors: bool = True,
+        one_to_many_normalizer_scale: float = 1.0,
+    ):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"MrDETRCriterion: num_classes must be >= 1, got {num_classes}")
+        if one_to_many_normalizer_scale <= 0:
+            raise ValueError(
+                "MrDETRCriterion: one_to_many_normalizer_scale must be > 0, got "
+                f"{one_to_many_normalizer_scale}"
+            )
+        self.num_classes = num_classes
+        self.matcher = matcher
+        self.one_to_many_matcher = one_to_many_matcher
+        self.encoder_matcher = encoder_matcher
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+        self.encoder_match_on_anchors = encoder_match_on_anchors
+        self.one_to_many_normalizer_scale = one_to_many_normalizer_scale
+
+    # ------------------------------------------------------------------------------------------ #
+    # entry point
+    # ------------------------------------------------------------------------------------------ #
+    def forward(
+        self,
+        outputs: MrDETROutput,
+        targets: Targets,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """Compute every unweighted loss term.
+
+        Args:
+            outputs: the model's training outputs; routes and encoder heads that are absent produce no
+                terms.
+            targets: B dicts with ``"labels"`` int64 [n_b] and ``"boxes"`` [n_b, 4] normalised cxcywh.
+            generator: random generator of the one-to-many subsampling; None uses the global CPU
+                generator (as the official code). Routes are visited PRIMARY, INSTRUCT, SEP_FFN and
+                layers in order, so the random draws happen in the official order.
+
+        Returns:
+            ``{name: scalar float32 tensor}`` with the official names (``loss_class``, ``loss_bbox_0``,
+            ``loss_giou_group_3``, ``loss_class_sep_5``, ``loss_bbox_enc_o2m``, ...).
+        """
+        for route in list(outputs.routes) + list(outputs.encoder):
+            route_loss_spec(route)
+        reference = self._any_prediction(outputs)
+        targets = self.prepare_targets(targets, reference)
+        num_boxes = self.num_boxes(targets, reference.device)
+
+        losses: dict[str, Tensor] = {}
+        for route in ROUTE_LOSSES:
+            if route in outputs.routes:
+                layers = outputs.routes[route].layers
+                losses.update(self.route_losses(route, layers, targets, num_boxes, generator))
+        for route in ROUTE_LOSSES:
+            if route in outputs.encoder:
+                losses.update(
+                    self.encoder_losses(route, outputs.encoder[route], targets, num_boxes)
+                )
+        return losses
+
+    # ------------------------------------------------------------------------------------------ #
+    # per route / head
+    # ------------------------------------------------------------------------------------------ #
+    def route_losses(
+        self,
+        route: Route,
+        layers: list[Predictions],
+        targets: Targets,
+        num_boxes: float,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """Terms of every decoder layer of ``route`` (fresh matching per layer)."""
+        spec = route_loss_spec(route)
+        normalizer = (
+            num_boxes * self.one_to_many_normalizer_scale if spec.one_to_many else num_boxes
+        )
+        losses: dict[str, Tensor] = {}
+        for layer, pred in enumerate(layers):
+            if spec.one_to_many:
+                indices = self.one_to_many_matcher(pred.logits, pred.boxes, targets, generator)
+            else:
+                indices = self.matcher(pred.logits, pred.boxes, targets)
+            suffix = layer_suffix(route, layer, len(layers))
+            losses.update(
+                self.supervise(
+                    pred, targets, indices, normalizer, suffix, one_to_many=spec.one_to_many
+                )
+            )
+        return losses
+
+    def encoder_losses(
+        self,
+        route: Route,
+        pred: EncoderPredictions,
+        targets: Targets,
+        num_boxes: float,
+    ) -> dict[str, Tensor]:
+        """Class-agnostic terms of the encoder head that seeds ``route``."""
+        agnostic = [{"labels": torch.zeros_like(t["labels"]), "boxes": t["boxes"]} for t in targets]
+        if self.encoder_match_on_anchors:
+            if pred.anchors is None:
+                raise ValueError(
+                    f"MrDETRCriterion: encoder_match_on_anchors=True but the {route.name} encoder "
+                    "predictions have no anchors (EncoderPredictions.anchors is None)"
+                )
+            match_boxes = pred.anchors
+        else:
+            match_boxes = pred.boxes
+        indices = self.encoder_matcher(pred.logits, match_boxes, agnostic)
+        return self.supervise(pred, agnostic, indices, num_boxes, encoder_suffix(route))
+
+    # ------------------------------------------------------------------------------------------ #
+    # one prediction set
+    # ------------------------------------------------------------------------------------------ #
+    def supervise(
+        self,
+        pred: Predictions,
+        targets: Targets,
+        indices: list[MatchIndices],
+        normalizer: float,
+        suffix: str,
+        *,
+        one_to_many: bool = False,
+    ) -> dict[str, Tensor]:
+        """Class, L1 and GIoU terms of one prediction set for given matches.
+
+        Args:
+            pred: logits [B, Q, C] and boxes [B, Q, 4] (normalised cxcywh).
+            targets: B dicts with ``"labels"`` [n_b] and ``"boxes"`` [n_b, 4] on the predictions' device.
+            indices: B pairs ``(query_idx, gt_idx)``; a query may appear more than once.
+            normalizer: divides every term.
+            suffix: appended to ``loss_class`` / ``loss_bbox`` / ``loss_giou``.
+            one_to_many: whether the matches are one-to-many (passed to :meth:`class_loss`).
+
+        Returns:
+            ``{f"loss_class{suffix}", f"loss_bbox{suffix}", f"loss_giou{suffix}"}`` scalars.
+        """
+        if pred.logits.shape[-1] != self.num_classes:
+            raise ValueError(
+                f"MrDETRCriterion: logits{suffix or ' (final layer)'} have {pred.logits.shape[-1]} "
+                f"classes, expected num_classes={self.num_classes}"
+            )
+        device = pred.boxes.device
+        with torch.autocast(device_type=device.type, enabled=False):
+            logits = pred.logits.float()
+            boxes = pred.boxes.float()
+            loss_class, pair_weights = self.class_loss(
+                logits, boxes, targets, indices, normalizer, one_to_many=one_to_many
+            )
+            batch_idx, query_idx = self._query_index(indices)
+            src_boxes = boxes[batch_idx, query_idx]
+            target_boxes = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)])
+            loss_bbox = l1_loss(src_boxes, target_boxes, normalizer)
+            loss_giou = giou_loss(src_boxes, target_boxes, normalizer, pair_weights)
+        return {
+            f"loss_class{suffix}": loss_class,
+            f"loss_bbox{suffix}": loss_bbox,
+            f"loss_giou{suffix}": loss_giou,
+        }
+
+    def class_loss(
+        self,
+        logits: Tensor,
+        boxes: Tensor,
+        targets: Targets,
+        indices: list[MatchIndices],
+        normalizer: float,
+        *,
+        one_to_many: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Sigmoid focal loss against one-hot targets at the matched (query, class) entries.
+
+        A query matched to several GTs gets a 1 at each of their classes.
+
+        Args:
+            logits: [B, Q, C] float32 logits.
+            boxes: [B, Q, 4] float32 boxes (unused here; the Align variant needs them).
+            targets: B target dicts.
+            indices: B pairs ``(query_idx, gt_idx)``.
+            normalizer: divides the loss.
+            one_to_many: whether the matches are one-to-many (unused here).
+
+        Returns:
+            The scalar loss, and optional [M] per-pair weights for the GIoU loss (None here).
+        """
+        onehot = self.onehot_targets(logits, targets, indices)
+        loss = sigmoid_focal_loss(
+            logits, onehot, normalizer, alpha=self.focal_alpha, gamma=self.focal_gamma
+        )
+        return loss, None
+
+    @staticmethod
+    def onehot_targets(logits: Tensor, targets: Targets, indices: list[MatchIndices]) -> Tensor:
+        """[B, Q, C] zeros with a 1 at (image, matched query, class of its GT) for every pair."""
+        onehot = torch.zeros_like(logits)
+        batch_idx, query_idx = MrDETRCriterion._query_index(indices)
+        classes = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
+        onehot[batch_idx, query_idx, classes] = 1
+        return onehot
+
+    @staticmethod
+    def _query_index(indices: list[MatchIndices]) -> tuple[Tensor, Tensor]:
+        """(image index, query index) int64 [M] of every matched pair, images in order."""
+        batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
+        query_idx = torch.cat([src for src, _ in indices])
+        return batch_idx, query_idx
+
+    # ------------------------------------------------------------------------------------------ #
+    # targets and normaliser
+    # ------------------------------------------------------------------------------------------ #
+    def prepare_targets(self, targets: Targets, reference: Tensor) -> list[dict[str, Tensor]]:
+        """Check the targets and move them to the device of ``reference`` [B, Q, 4] (boxes float32)."""
+        check_targets(targets, reference, "MrDETRCriterion")
+        device = reference.device
+        prepared = [
+            {
+                "labels": t["labels"].to(device=device, dtype=torch.int64),
+                "boxes": t["boxes"].to(device=device, dtype=torch.float32),
+            }
+            for t in targets
+        ]
+        labels = torch.cat([t["labels"] for t in prepared])
+        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ValueError(
+                f"MrDETRCriterion: target labels must lie in [0, {self.num_classes}), got "
+                f"min {int(labels.min())}, max {int(labels.max())}"
+            )
+        return prepared
+
+    @staticmethod
+    def num_boxes(targets: Targets, device: torch.device) -> float:
+        """Number of GT boxes in the batch, averaged over processes, clamped to >= 1."""
+        total = torch.as_tensor(
+            [float(sum(len(t["labels"]) for t in targets))], dtype=torch.float32, device=device
+        )
+        world_size = 1
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(total)
+            world_size = dist.get_world_size()
+        return torch.clamp(total / world_size, min=1).item()
+
+    @staticmethod
+    def _any_prediction(outputs: MrDETROutput) -> Tensor:
+        """The boxes [B, Q, 4] of some prediction set (to read B and the device)."""
+        for route_output in outputs.routes.values():
+            if route_output.layers:
+                return route_output.layers[0].boxes
+        for pred in outputs.encoder.values():
+            return pred.boxes
+        raise ValueError(
+            "MrDETRCriterion: outputs hold no predictions (no route and no encoder head)"
+        )

@@ -1,0 +1,91 @@
+"""Loss weights: the table of every term the criterion produces, and its application (spec §3.7).
+
+The official configs build the weight dict with ad-hoc loops that also create keys the model never
+produces (``_enc_sep``) and would let an unweighted term through. Here the dict is derived from the same
+naming table as the criterion (:mod:`.naming`), so it holds exactly the produced keys, and
+:func:`apply_weights` refuses a term without a weight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from torch import Tensor
+
+from mrdetr.modeling.routes import Route
+
+from .naming import encoder_suffix, layer_suffix, route_loss_spec
+
+__all__ = ["DEFAULT_BASE_WEIGHTS", "DEFAULT_ENCODER_WEIGHTS", "apply_weights", "build_weight_dict"]
+
+# Deformable variant (configs: weight_dict / weight_dict_enc).
+DEFAULT_BASE_WEIGHTS = {"loss_class": 2.0, "loss_bbox": 5.0, "loss_giou": 2.0}
+DEFAULT_ENCODER_WEIGHTS = {"loss_class": 6.0, "loss_bbox": 15.0, "loss_giou": 6.0}
+
+
+def build_weight_dict(
+    *,
+    base: Mapping[str, float] | None = None,
+    num_decoder_layers: int = 6,
+    encoder: Mapping[str, float] | None = None,
+    one_to_many: Mapping[str, float] | None = None,
+    routes: Iterable[Route] = (Route.PRIMARY, Route.INSTRUCT, Route.SEP_FFN),
+    encoder_routes: Iterable[Route] = (Route.PRIMARY, Route.INSTRUCT),
+) -> dict[str, float]:
+    """Weights of every loss term the criterion produces for the given routes and heads.
+
+    Args:
+        base: weights of the unsuffixed terms, used for every layer of the one-to-one routes
+            (default ``{"loss_class": 2, "loss_bbox": 5, "loss_giou": 2}``).
+        num_decoder_layers: D, the number of supervised decoder layers per route.
+        encoder: weights of the encoder-head terms (default 6 / 15 / 6).
+        one_to_many: weights of the one-to-many routes' terms (default: ``base``).
+        routes: decoder routes that produce terms.
+        encoder_routes: routes whose encoder head produces terms.
+
+    Returns:
+        ``{loss name: weight}``; for the defaults the 60 Deformable terms.
+    """
+    base = dict(DEFAULT_BASE_WEIGHTS if base is None else base)
+    encoder = dict(DEFAULT_ENCODER_WEIGHTS if encoder is None else encoder)
+    one_to_many = base if one_to_many is None else dict(one_to_many)
+    if num_decoder_layers < 1:
+        raise ValueError(
+            f"build_weight_dict: num_decoder_layers must be >= 1, got {num_decoder_layers}"
+        )
+
+    weight_dict: dict[str, float] = {}
+    for route in routes:
+        weights = one_to_many if route_loss_spec(route).one_to_many else base
+        for layer in range(num_decoder_layers):
+            suffix = layer_suffix(route, layer, num_decoder_layers)
+            weight_dict.update({f"{name}{suffix}": float(w) for name, w in weights.items()})
+    for route in encoder_routes:
+        suffix = encoder_suffix(route)
+        weight_dict.update({f"{name}{suffix}": float(w) for name, w in encoder.items()})
+    return weight_dict
+
+
+def apply_weights(
+    losses: Mapping[str, Tensor], weight_dict: Mapping[str, float]
+) -> dict[str, Tensor]:
+    """Multiply every loss term by its weight.
+
+    Args:
+        losses: unweighted terms from the criterion.
+        weight_dict: ``{name: weight}`` (e.g. from :func:`build_weight_dict`); extra names are allowed.
+
+    Returns:
+        ``{name: weighted term}`` with the keys of ``losses``.
+
+    Raises:
+        KeyError: naming every term of ``losses`` that has no weight (a term is never passed on
+            unweighted).
+    """
+    missing = [name for name in losses if name not in weight_dict]
+    if missing:
+        raise KeyError(
+            f"apply_weights: no weight for loss term(s) {missing}; add them to the weight dict "
+            "(see mrdetr.modeling.criterion.weights.build_weight_dict)"
+        )
+    return {name: value * weight_dict[name] for name, value in losses.items()}
