@@ -1,0 +1,22 @@
+"""Training-loop settings shared by every config (``cfg.train``); read by ``mrdetr.engine.runner``."""
+
+train = dict(
+    output_dir="./output",
+    # initial weights: official layout, {"model": state_dict} or a plain state dict ("" = none)
+    init_checkpoint="",
+    max_iter=90000,  # optimizer steps; with grad_accum_steps=k each step consumes k batches
+    amp=dict(enabled=False, dtype="float16"),  # dtype: "float16" (GradScaler) or "bfloat16"
+    ddp=dict(broadcast_buffers=False, find_unused_parameters=False),
+    checkpointer=dict(period=5000, max_to_keep=100),
+    eval_period=5000,
+    log_period=20,
+    device="auto",  # "auto": cuda if available, else cpu
+    seed=-1,  # -1: a random seed, logged in log.txt
+    deterministic=False,
+    clip_grad=dict(enabled=True, params=dict(max_norm=0.1, norm_type=2)),
+    grad_accum_steps=1,
+    # use_ema_weights_for_eval_only: with --eval-only, evaluate the checkpoint's EMA weights
+    model_ema=dict(enabled=False, decay=0.999, device="", use_ema_weights_for_eval_only=False),
+    fast_dev_run=dict(enabled=False, max_iter=20, eval_period=10, log_period=1),
+    nan_policy="stop",  # "stop": raise on a non-finite loss; "skip": drop that update
+)

@@ -1,0 +1,303 @@
+"""Training checkpoints: atomic save, resume with full state, ``weights_only`` loading.
+
+A checkpoint file is ``{"model", "optimizer", "scheduler", "grad_scaler", "ema", "iteration",
+"rng", ...extra}``; every value is a tensor or plain Python data so ``torch.load(...,
+weights_only=True)`` reads it. Writes go to ``<name>.pth.tmp`` in the same directory, are fsynced
+and then renamed over the final name, so a crash never leaves a half-written checkpoint behind;
+``last_checkpoint`` (the basename of the newest file) is replaced the same way afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from mrdetr.utils import comm
+from mrdetr.utils.env import capture_rng_state, restore_rng_state
+
+__all__ = ["CheckpointError", "Checkpointer", "atomic_write"]
+
+logger = logging.getLogger(__name__)
+
+LAST_CHECKPOINT_FILE = "last_checkpoint"
+_TMP_SUFFIX = ".tmp"
+_EXTENSION = ".pth"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be read or does not fit the objects it is loaded into."""
+
+
+class _Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> Any: ...
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. directories cannot be opened on this platform
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, write_fn: Any) -> None:
+    """Write ``path`` atomically: ``write_fn(file)`` fills ``path + ".tmp"``, then it is renamed.
+
+    On any exception the temporary file is removed and ``path`` keeps its previous content.
+
+    Args:
+        path: destination file.
+        write_fn: callable receiving an open binary file object.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp_path = path + _TMP_SUFFIX
+    try:
+        with open(tmp_path, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+    _fsync_dir(directory)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    return model
+
+
+class Checkpointer:
+    """Save and restore a model together with its training state.
+
+    Args:
+        model: the model (a DDP wrapper is unwrapped; keys never carry ``module.``).
+        save_dir: directory of the checkpoints and of ``last_checkpoint``.
+        optimizer: saved as ``"optimizer"``.
+        scheduler: LR scheduler, saved as ``"scheduler"``.
+        grad_scaler: ``torch.amp.GradScaler``, saved as ``"grad_scaler"``.
+        ema: :class:`mrdetr.engine.ema.ModelEMA`, saved as ``"ema"``.
+        save_to_disk: whether :meth:`save` writes files; ``None`` means only on the main process.
+        **checkpointables: further objects with ``state_dict``/``load_state_dict``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        save_dir: str = "",
+        *,
+        optimizer: torch.optim.Optimizer | None = None,
+        scheduler: Any = None,
+        grad_scaler: torch.amp.GradScaler | None = None,
+        ema: _Stateful | None = None,
+        save_to_disk: bool | None = None,
+        **checkpointables: _Stateful,
+    ) -> None:
+        self.model = _unwrap(model)
+        self.save_dir = save_dir
+        self.save_to_disk = comm.is_main_process() if save_to_disk is None else save_to_disk
+        named = {
+            "optimizer": optimizer,
+            "scheduler": scheduler,
+            "grad_scaler": grad_scaler,
+            "ema": ema,
+        }
+        self.checkpointables: dict[str, _Stateful] = {
+            key: obj for key, obj in {**named, **checkpointables}.items() if obj is not None
+        }
+
+    # ------------------------------------------------------------------ saving
+    def save(self, name: str, **extra: Any) -> str | None:
+        """Write ``<save_dir>/<name>.pth`` atomically and point ``last_checkpoint`` at it.
+
+        Args:
+            name: file name without extension (e.g. ``"model_0004999"``).
+            **extra: more plain entries, e.g. ``iteration=4999``.
+
+        Returns:
+            The written path, or ``None`` when this process does not save to disk.
+        """
+        if not self.save_dir or not self.save_to_disk:
+            return None
+        data: dict[str, Any] = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data["rng"] = capture_rng_state()
+        data.update(extra)
+        os.makedirs(self.save_dir, exist_ok=True)
+        basename = f"{name}{_EXTENSION}"
+        path = os.path.join(self.save_dir, basename)
+        logger.info("Saving checkpoint to %s", path)
+        atomic_write(path, lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(basename)
+        return path
+
+    def tag_last_checkpoint(self, basename: str) -> None:
+        """Atomically record ``basename`` as the newest checkpoint."""
+        target = os.path.join(self.save_dir, LAST_CHECKPOINT_FILE)
+        atomic_write(target, lambda f: f.write(basename.encode("utf-8")))
+
+    # ------------------------------------------------------------------ queries
+    def has_checkpoint(self) -> bool:
+        """Whether ``last_checkpoint`` exists in ``save_dir``."""
+        return bool(self.save_dir) and os.path.isfile(
+            os.path.join(self.save_dir, LAST_CHECKPOINT_FILE)
+        )
+
+    def get_checkpoint_file(self) -> str | None:
+        """Path of the file named in ``last_checkpoint`` (``None`` without one)."""
+        if not self.has_checkpoint():
+            return None
+        with open(os.path.join(self.save_dir, LAST_CHECKPOINT_FILE)) as f:
+            basename = f.read().strip()
+        return os.path.join(self.save_dir, basename)
+
+    # ------------------------------------------------------------------ loading
+    def _read(self, path: str) -> dict[str, Any]:
+        if not os.path.isfile(path):
+            raise CheckpointError(f"Checkpoint file '{path}' does not exist.")
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # corrupt file, pickle with arbitrary objects, ...
+            raise CheckpointError(
+                f"Checkpoint file '{path}' cannot be read with torch.load(weights_only=True): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(data, dict) or "model" not in data:
+            raise CheckpointError(
+                f"Checkpoint file '{path}' is not a training checkpoint: expected a dict with a "
+                f"'model' entry, got {type(data).__name__}"
+                + (f" with keys {sorted(data)[:8]}" if isinstance(data, dict) else "")
+                + "."
+            )
+        return data
+
+    def load(self, path: str, *, checkpointables: list[str] | None = None) -> dict[str, Any]:
+        """Restore the model and training state from one of our own checkpoints (strict).
+
+        Args:
+            path: checkpoint file.
+            checkpointables: names of the state objects to restore (default: all registered).
+                The RNG state is restored too (per rank when the file holds ``rng_per_rank``).
+
+        Returns:
+            The remaining entries of the file (``iteration`` and other extras).
+
+        Raises:
+            CheckpointError: unreadable file, missing entries or mismatched keys/shapes.
+        """
+        data = self._read(path)
+        logger.info("Loading checkpoint from %s", path)
+        try:
+            self.model.load_state_dict(data.pop("model"), strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"Checkpoint '{path}' does not match the model: {exc}") from exc
+        names = list(self.checkpointables) if checkpointables is None else checkpointables
+        for key in names:
+            if key not in self.checkpointables:
+                raise CheckpointError(
+                    f"Cannot restore '{key}' from '{path}': no such object was given to the "
+                    f"Checkpointer (registered: {sorted(self.checkpointables)})."
+                )
+            if key not in data:
+                raise CheckpointError(
+                    f"Checkpoint '{path}' has no '{key}' state (it holds {sorted(data)}); "
+                    "resume needs a checkpoint written with the same components."
+                )
+            try:
+                self.checkpointables[key].load_state_dict(data.pop(key))
+            except (KeyError, ValueError, RuntimeError) as exc:
+                raise CheckpointError(
+                    f"Checkpoint '{path}': the '{key}' state does not fit: {exc}"
+                ) from exc
+        self._restore_rng(data, path)
+        return data
+
+    def _restore_rng(self, data: dict[str, Any], path: str) -> None:
+        per_rank = data.pop("rng_per_rank", None)
+        state = data.pop("rng", None)
+        rank, world_size = comm.get_rank(), comm.get_world_size()
+        if per_rank is not None and len(per_rank) == world_size:
+            state = per_rank[rank]
+        elif world_size > 1:
+            logger.warning(
+                "Checkpoint '%s' has no per-rank RNG states for %d processes; every rank "
+                "restores the rank-0 state.",
+                path,
+                world_size,
+            )
+        if state is None:
+            logger.warning(
+                "Checkpoint '%s' holds no RNG state; RNG streams are not restored.", path
+            )
+            return
+        try:
+            restore_rng_state(state)
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise CheckpointError(f"Checkpoint '{path}': invalid RNG state: {exc}") from exc
+
+    def load_weights(self, path: str) -> None:
+        """Load only model weights through :func:`mrdetr.checkpoint.load_official`.
+
+        Accepts the official layout, ``{"model": state_dict}`` or a plain state dict (read with
+        ``weights_only=True``); missing and unexpected keys are logged by ``load_official``.
+
+        Raises:
+            CheckpointError: the file is missing or unreadable, or shapes do not match.
+        """
+        try:
+            from mrdetr.checkpoint import load_official
+        except ImportError:  # package __init__ does not re-export it (yet)
+            from mrdetr.checkpoint.official import load_official
+
+        if not os.path.isfile(path):
+            raise CheckpointError(f"Initial checkpoint '{path}' does not exist.")
+        logger.info("Loading model weights from %s", path)
+        try:
+            result = load_official(self.model, path)
+        except (RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"Cannot load weights from '{path}': {exc}") from exc
+        logger.info(
+            "Loaded '%s': %d missing, %d unexpected keys.",
+            path,
+            len(getattr(result, "missing_keys", [])),
+            len(getattr(result, "unexpected_keys", [])),
+        )
+
+    def resume_or_load(self, path: str, *, resume: bool = True) -> int:
+        """Resume from ``last_checkpoint`` if asked and present, else load weights from ``path``.
+
+        Args:
+            path: initial weights (``""`` to start from the model's own initialisation).
+            resume: continue the run in ``save_dir`` when it has a ``last_checkpoint``.
+
+        Returns:
+            The iteration to start training from (saved iteration + 1 on resume, else 0).
+        """
+        if resume and self.has_checkpoint():
+            checkpoint_file = self.get_checkpoint_file()
+            extra = self.load(checkpoint_file)
+            if "iteration" not in extra:
+                raise CheckpointError(
+                    f"Checkpoint '{checkpoint_file}' has no 'iteration'; cannot resume from it."
+                )
+            return int(extra["iteration"]) + 1
+        if resume:
+            logger.info("No checkpoint to resume in '%s'; starting a new run.", self.save_dir)
+        if path:
+            self.load_weights(path)
+        return 0

@@ -1,0 +1,209 @@
+"""Start single- or multi-process (DDP) runs: spawn workers, or join a ``torchrun`` launch."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from mrdetr.utils import comm
+
+__all__ = ["DEFAULT_TIMEOUT", "create_ddp_model", "launch"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)
+_TORCHRUN_ENV = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+_BACKENDS = ("auto", "nccl", "gloo")
+
+
+def _find_free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))  # the OS picks a free port
+        return int(sock.getsockname()[1])
+
+
+def _launched_by_torchrun() -> bool:
+    return all(key in os.environ for key in _TORCHRUN_ENV)
+
+
+def _pick_backend(backend: str) -> str:
+    if backend not in _BACKENDS:
+        raise ValueError(f"launch: backend={backend!r}; expected one of {_BACKENDS}.")
+    if backend == "auto":
+        return "nccl" if torch.cuda.is_available() else "gloo"
+    return backend
+
+
+def launch(
+    main_func: Callable[..., Any],
+    num_gpus_per_machine: int,
+    num_machines: int = 1,
+    machine_rank: int = 0,
+    dist_url: str = "auto",
+    args: Sequence[Any] = (),
+    *,
+    backend: str = "auto",
+    timeout: datetime.timedelta = DEFAULT_TIMEOUT,
+) -> None:
+    """Run ``main_func(*args)`` in one process or in ``num_gpus_per_machine`` DDP workers.
+
+    * Under ``torchrun`` (``LOCAL_RANK``, ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``/``PORT`` set)
+      nothing is spawned: this process joins the group from the environment
+      (``--num-gpus``/``--num-machines`` are then ignored).
+    * With a world size of 1 ``main_func`` runs directly, without a process group.
+    * Otherwise ``num_gpus_per_machine`` processes are spawned on this machine. The backend is
+      NCCL when CUDA is available, else GLOO, so ``num_gpus_per_machine=2`` on a CPU-only
+      machine starts two CPU processes.
+
+    ``main_func`` and ``args`` must be picklable (module-level function) for spawning.
+
+    Args:
+        main_func: the entry point.
+        num_gpus_per_machine: processes per machine (one per GPU).
+        num_machines: number of machines.
+        machine_rank: rank of this machine.
+        dist_url: rendezvous URL (``tcp://host:port``); ``"auto"`` picks a free localhost port
+            (single machine only).
+        args: positional arguments of ``main_func``.
+        backend: ``"auto"``, ``"nccl"`` or ``"gloo"``.
+        timeout: collective timeout.
+    """
+    backend = _pick_backend(backend)
+    if _launched_by_torchrun():
+        _run_from_env(main_func, args, backend, timeout)
+        return
+    if num_gpus_per_machine < 1 or num_machines < 1:
+        raise ValueError(
+            f"launch: num_gpus_per_machine={num_gpus_per_machine} and num_machines={num_machines} "
+            "must both be >= 1."
+        )
+    if not 0 <= machine_rank < num_machines:
+        raise ValueError(f"launch: machine_rank={machine_rank} must be in [0, {num_machines}).")
+    world_size = num_machines * num_gpus_per_machine
+    if world_size == 1:
+        main_func(*args)
+        return
+    if dist_url == "auto":
+        if num_machines != 1:
+            raise ValueError(
+                'launch: dist_url="auto" only works on one machine; pass tcp://HOST:PORT.'
+            )
+        dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
+    if backend == "nccl" and num_gpus_per_machine > torch.cuda.device_count():
+        raise ValueError(
+            f"launch: {num_gpus_per_machine} processes per machine requested but only "
+            f"{torch.cuda.device_count()} CUDA devices are visible."
+        )
+    mp.start_processes(
+        _distributed_worker,
+        nprocs=num_gpus_per_machine,
+        args=(
+            main_func,
+            world_size,
+            num_gpus_per_machine,
+            machine_rank,
+            dist_url,
+            tuple(args),
+            backend,
+            timeout,
+        ),
+        daemon=False,
+        start_method="spawn",
+    )
+
+
+def _distributed_worker(
+    local_rank: int,
+    main_func: Callable[..., Any],
+    world_size: int,
+    num_gpus_per_machine: int,
+    machine_rank: int,
+    dist_url: str,
+    args: tuple[Any, ...],
+    backend: str,
+    timeout: datetime.timedelta,
+) -> None:
+    global_rank = machine_rank * num_gpus_per_machine + local_rank
+    # comm.get_local_rank/get_local_size read these, exactly as under torchrun
+    os.environ.update(
+        LOCAL_RANK=str(local_rank),
+        RANK=str(global_rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_WORLD_SIZE=str(num_gpus_per_machine),
+    )
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(
+        backend=backend,
+        init_method=dist_url,
+        world_size=world_size,
+        rank=global_rank,
+        timeout=timeout,
+    )
+    try:
+        comm.synchronize()
+        main_func(*args)
+    finally:
+        dist.destroy_process_group()
+
+
+def _run_from_env(
+    main_func: Callable[..., Any], args: Sequence[Any], backend: str, timeout: datetime.timedelta
+) -> None:
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group(backend=backend, init_method="env://", timeout=timeout)
+    logger.info(
+        "Joined a torchrun launch: rank %d of %d (local rank %d, %s).",
+        dist.get_rank(),
+        dist.get_world_size(),
+        local_rank,
+        backend,
+    )
+    try:
+        main_func(*args)
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def create_ddp_model(
+    model: nn.Module,
+    *,
+    broadcast_buffers: bool = False,
+    find_unused_parameters: bool = False,
+    **kwargs: Any,
+) -> nn.Module:
+    """Wrap ``model`` in ``DistributedDataParallel``; return it unchanged for one process.
+
+    Args:
+        model: the model, already on its device.
+        broadcast_buffers: official Mr. DETR value ``False``.
+        find_unused_parameters: official value ``False`` (every route's parameters get
+            gradients in training).
+        **kwargs: more ``DistributedDataParallel`` arguments.
+    """
+    if comm.get_world_size() == 1:
+        return model
+    params = list(model.parameters())
+    on_cuda = bool(params) and params[0].device.type == "cuda"
+    device_ids = [params[0].device.index] if on_cuda else None
+    return nn.parallel.DistributedDataParallel(
+        model,
+        device_ids=device_ids,
+        broadcast_buffers=broadcast_buffers,
+        find_unused_parameters=find_unused_parameters,
+        **kwargs,
+    )

@@ -1,0 +1,232 @@
+"""Config-driven training and evaluation: what ``projects/train_net.py`` runs.
+
+Reads ``cfg.model``, ``cfg.optimizer`` (model injected as ``cfg.optimizer.params.model``),
+``cfg.lr_multiplier``, ``cfg.dataloader.{train,test,evaluator}`` and ``cfg.train.*``
+(see ``configs/common/train.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from mrdetr.checkpoint.checkpointer import Checkpointer
+from mrdetr.engine import hooks
+from mrdetr.engine.defaults import default_setup, resolve_device
+from mrdetr.engine.ema import ModelEMA, unwrap_model
+from mrdetr.engine.launch import create_ddp_model
+from mrdetr.engine.train_loop import Trainer, build_grad_scaler
+from mrdetr.solver.lr_scheduler import LRMultiplier
+from mrdetr.utils import comm
+from mrdetr.utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardXWriter
+
+__all__ = [
+    "build_ema",
+    "build_lr_scheduler",
+    "build_model",
+    "build_optimizer",
+    "default_writers",
+    "do_test",
+    "do_train",
+    "main",
+]
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+INFERENCE_DIR = "inference"
+EMA_RESULT_SUFFIX = "_ema"
+
+
+def _instantiate(node: Any) -> Any:
+    from mrdetr.config import instantiate
+
+    return instantiate(node)
+
+
+def build_model(cfg: Any) -> nn.Module:
+    """Instantiate ``cfg.model`` and move it to ``train.device``."""
+    model = _instantiate(cfg.model)
+    device = resolve_device(cfg.train.device)
+    model.to(device)
+    logger.info("Model:\n%s", model)
+    return model
+
+
+def build_optimizer(cfg: Any, model: nn.Module) -> torch.optim.Optimizer:
+    """Instantiate ``cfg.optimizer`` with ``model`` injected into its parameter-group builder."""
+    cfg.optimizer.params.model = model
+    return _instantiate(cfg.optimizer)
+
+
+def build_lr_scheduler(cfg: Any, optimizer: torch.optim.Optimizer) -> LRMultiplier:
+    """``LRMultiplier`` over ``cfg.lr_multiplier`` for ``train.max_iter`` optimizer steps."""
+    return LRMultiplier(optimizer, _instantiate(cfg.lr_multiplier), max_iter=cfg.train.max_iter)
+
+
+def build_ema(cfg: Any, model: nn.Module) -> ModelEMA | None:
+    """A :class:`ModelEMA` when ``train.model_ema.enabled``, else ``None``."""
+    ema_cfg = cfg.train.get("model_ema", None)
+    if ema_cfg is None or not ema_cfg.get("enabled", False):
+        return None
+    return ModelEMA(model, decay=ema_cfg.decay, device=ema_cfg.get("device") or None)
+
+
+def default_writers(output_dir: str, max_iter: int) -> list[EventWriter]:
+    """Console printer, ``metrics.json`` and TensorBoard event files in ``output_dir``."""
+    return [
+        CommonMetricPrinter(max_iter),
+        JSONWriter(os.path.join(output_dir, METRICS_FILE)),
+        TensorboardXWriter(output_dir),
+    ]
+
+
+def _evaluate(cfg: Any, model: nn.Module) -> dict[str, Any]:
+    from mrdetr.evaluation import inference_on_dataset, print_csv_format
+
+    results = inference_on_dataset(
+        model, _instantiate(cfg.dataloader.test), _instantiate(cfg.dataloader.evaluator)
+    )
+    if comm.is_main_process():
+        print_csv_format(results)
+    return results
+
+
+def do_test(cfg: Any, model: nn.Module, *, ema: ModelEMA | None = None) -> dict[str, Any]:
+    """Evaluate ``model`` (and, when given, its EMA weights: keys suffixed ``_ema``).
+
+    Returns an empty dict when the config has no ``dataloader.evaluator``.
+    """
+    if "evaluator" not in cfg.dataloader:
+        return {}
+    model = unwrap_model(model)
+    results = dict(_evaluate(cfg, model))
+    if ema is not None:
+        logger.info("Evaluating the EMA weights.")
+        with ema.apply_to(model):
+            ema_results = _evaluate(cfg, model)
+        results.update({f"{task}{EMA_RESULT_SUFFIX}": value for task, value in ema_results.items()})
+    return results
+
+
+def _train_settings(cfg: Any) -> dict[str, Any]:
+    train = cfg.train
+    clip = train.get("clip_grad", {})
+    clip_on = bool(clip.get("enabled", False))
+    return dict(
+        amp_enabled=bool(train.amp.enabled),
+        amp_dtype=str(train.amp.get("dtype", "float16")),
+        grad_clip_max_norm=float(clip.params.max_norm) if clip_on else None,
+        grad_clip_norm_type=float(clip.params.get("norm_type", 2)) if clip_on else 2.0,
+        grad_accum_steps=int(train.get("grad_accum_steps", 1)),
+        nan_policy=str(train.get("nan_policy", "stop")),
+    )
+
+
+def do_train(cfg: Any, args: argparse.Namespace) -> Trainer:
+    """Build everything from ``cfg`` and train; resume when ``args.resume``.
+
+    Returns:
+        The finished :class:`Trainer` (its ``storage`` holds the run's metrics).
+    """
+    settings = _train_settings(cfg)
+    model = build_model(cfg)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    ema = build_ema(cfg, model)
+    device_type = next(model.parameters()).device.type
+    grad_scaler = build_grad_scaler(
+        amp_enabled=settings["amp_enabled"],
+        amp_dtype=settings["amp_dtype"],
+        device_type=device_type,
+    )
+    output_dir = cfg.train.output_dir
+    checkpointer = Checkpointer(
+        model,
+        output_dir,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        grad_scaler=grad_scaler,
+        ema=ema,
+    )
+    start_iter = checkpointer.resume_or_load(
+        cfg.train.init_checkpoint, resume=bool(getattr(args, "resume", False))
+    )
+    ddp_model = create_ddp_model(model, **dict(cfg.train.get("ddp", {})))
+    if start_iter > 0 or "start_iter" in cfg.dataloader.train:
+        # the loader counts batches; one iteration consumes grad_accum_steps of them
+        cfg.dataloader.train.start_iter = start_iter * settings["grad_accum_steps"]
+    train_loader = _instantiate(cfg.dataloader.train)
+    trainer = Trainer(ddp_model, train_loader, optimizer, grad_scaler=grad_scaler, **settings)
+    max_iter = int(cfg.train.max_iter)
+    ckpt_cfg = cfg.train.checkpointer
+    trainer.register_hooks(
+        [
+            hooks.IterationTimer(),
+            hooks.EMAHook(ema) if ema is not None else None,
+            hooks.LRScheduler(scheduler),
+            hooks.PeriodicCheckpointer(
+                checkpointer,
+                ckpt_cfg.period,
+                max_iter=max_iter,
+                max_to_keep=ckpt_cfg.get("max_to_keep"),
+            ),
+            hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model, ema=ema)),
+            hooks.PeriodicWriter(default_writers(output_dir, max_iter), period=cfg.train.log_period)
+            if comm.is_main_process()
+            else None,
+        ]
+    )
+    ddp_model.train()
+    trainer.train(start_iter, max_iter)
+    return trainer
+
+
+def _load_for_eval(cfg: Any, model: nn.Module) -> None:
+    path = cfg.train.init_checkpoint
+    if not path:
+        logger.warning("train.init_checkpoint is empty: evaluating freshly initialised weights.")
+        return
+    ema_cfg = cfg.train.get("model_ema", {})
+    if ema_cfg.get("enabled", False) and ema_cfg.get("use_ema_weights_for_eval_only", False):
+        ema = ModelEMA(model, decay=ema_cfg.get("decay", 0.999))
+        Checkpointer(model, save_to_disk=False, ema=ema).load(path, checkpointables=["ema"])
+        ema.copy_to(model)
+        logger.info("Evaluating the EMA weights of %s.", path)
+        return
+    Checkpointer(model, save_to_disk=False).load_weights(path)
+
+
+def prepare_config(cfg: Any) -> Any:
+    """Apply ``train.fast_dev_run`` and point the evaluator's output into the run's output dir."""
+    fast = cfg.train.get("fast_dev_run", {})
+    if fast.get("enabled", False):
+        cfg.train.max_iter = fast.max_iter
+        cfg.train.eval_period = fast.eval_period
+        cfg.train.log_period = fast.log_period
+    dataloader = cfg.get("dataloader", None)
+    evaluator = dataloader.get("evaluator", None) if dataloader is not None else None
+    if evaluator is not None and not evaluator.get("output_dir", None):
+        evaluator.output_dir = os.path.join(cfg.train.output_dir, INFERENCE_DIR)
+    return cfg
+
+
+def main(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Entry point of ``projects/train_net.py`` (runs in every process)."""
+    from mrdetr.config import LazyConfig
+
+    cfg = LazyConfig.load(args.config_file)
+    cfg = LazyConfig.apply_overrides(cfg, args.opts or [])
+    prepare_config(cfg)
+    default_setup(cfg, args)
+    if args.eval_only:
+        model = build_model(cfg)
+        _load_for_eval(cfg, model)
+        return do_test(cfg, model)
+    do_train(cfg, args)
+    return None

@@ -1,0 +1,123 @@
+"""``launch`` with 2 CPU (gloo) processes: DDP averages gradients like one process on the union."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+from test_engine_common import ToyDetector, ToyLoader, make_batch
+
+from mrdetr.engine import Trainer, create_ddp_model, launch
+from mrdetr.engine.launch import _launched_by_torchrun
+from mrdetr.utils import comm
+
+WORLD, BATCH, ACCUM, ITERS, LR = 2, 4, 2, 2, 0.1
+GRAD_BATCH_SEED = 3
+
+
+class _ShardLoader:
+    """This rank's slice of each ``ToyLoader`` batch (the union over ranks is the full batch)."""
+
+    def __init__(self, rank: int, world: int) -> None:
+        self.rank, self.world = rank, world
+
+    def __iter__(self):
+        per_rank = BATCH // self.world
+        for batch in ToyLoader(batch_size=BATCH):
+            yield batch[self.rank * per_rank : (self.rank + 1) * per_rank]
+
+
+def _ddp_worker(out_dir: str) -> None:
+    rank, world = comm.get_rank(), comm.get_world_size()
+    torch.manual_seed(0)
+    model = ToyDetector()
+    ddp = create_ddp_model(model)
+    assert isinstance(ddp, torch.nn.parallel.DistributedDataParallel)
+    per_rank = BATCH // world
+    shard = make_batch(0, batch_size=BATCH, seed=GRAD_BATCH_SEED)[
+        rank * per_rank : (rank + 1) * per_rank
+    ]
+    sum(ddp(shard).values()).backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    torch.manual_seed(0)
+    model = ToyDetector()
+    trainer = Trainer(
+        create_ddp_model(model),
+        _ShardLoader(rank, world),
+        torch.optim.SGD(model.parameters(), lr=LR),
+        grad_accum_steps=ACCUM,
+    )
+    trainer.train(0, ITERS)
+    torch.save(
+        {
+            "grads": grads,
+            "weights": model.state_dict(),
+            "total_loss": [v for v, _ in trainer.storage.history("total_loss").values()],
+            "local_rank": comm.get_local_rank(),
+            "world": world,
+        },
+        os.path.join(out_dir, f"rank{rank}.pt"),
+    )
+
+
+@pytest.mark.skipif(_launched_by_torchrun(), reason="test spawns its own process group")
+def test_two_process_gloo_matches_single_process(tmp_path) -> None:
+    launch(_ddp_worker, WORLD, args=(str(tmp_path),), backend="gloo")
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    assert [r["local_rank"] for r in results] == [0, 1] and results[0]["world"] == WORLD
+
+    torch.manual_seed(0)
+    model = ToyDetector()
+    sum(model(make_batch(0, batch_size=BATCH, seed=GRAD_BATCH_SEED)).values()).backward()
+    for name, param in model.named_parameters():
+        for result in results:  # every rank holds the average == the union's gradient
+            torch.testing.assert_close(result["grads"][name], param.grad, rtol=1e-5, atol=1e-7)
+
+    torch.manual_seed(0)
+    model = ToyDetector()
+    trainer = Trainer(
+        model,
+        ToyLoader(batch_size=BATCH),
+        torch.optim.SGD(model.parameters(), lr=LR),
+        grad_accum_steps=ACCUM,
+    )
+    trainer.train(0, ITERS)
+    for name, value in model.state_dict().items():
+        if value.is_floating_point():
+            for result in results:
+                torch.testing.assert_close(result["weights"][name], value, rtol=1e-5, atol=1e-7)
+    single_losses = [v for v, _ in trainer.storage.history("total_loss").values()]
+    assert results[0]["total_loss"] == pytest.approx(single_losses, rel=1e-5)
+
+
+def test_single_process_launch_runs_inline_and_ddp_is_noop() -> None:
+    seen = []
+    launch(seen.append, 1, args=("ran",))
+    assert seen == ["ran"]
+    model = ToyDetector()
+    assert create_ddp_model(model) is model
+    with pytest.raises(ValueError, match="num_gpus_per_machine"):
+        launch(seen.append, 0)
+
+
+def _record_group(seen: list) -> None:
+    seen.append((dist.is_initialized(), comm.get_world_size(), comm.get_rank(), dist.get_backend()))
+
+
+@pytest.mark.skipif(_launched_by_torchrun(), reason="test sets the torchrun variables itself")
+def test_torchrun_environment_joins_without_spawning(monkeypatch) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for key, value in dict(
+        LOCAL_RANK="0", RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    ).items():
+        monkeypatch.setenv(key, value)
+    seen: list = []
+    launch(_record_group, 4, args=(seen,), backend="gloo")  # --num-gpus is ignored under torchrun
+    assert seen == [(True, 1, 0, "gloo")]  # ran inline, in a group built from the environment
+    assert not dist.is_initialized()  # and the group was torn down afterwards
