@@ -1,0 +1,305 @@
+"""High-level inference: ``Predictor(config)(images) -> Detections`` for users of a trained model.
+
+Example::
+
+    from mrdetr.engine.predictor import Predictor
+
+    predictor = Predictor("projects/mr_detr_deformable/configs/<config>.py", weights="model_final.pth")
+    dets = predictor("photo.jpg", threshold=0.5)       # one image -> one Detections
+    batch = predictor([array_bgr, tensor_rgb])          # a list -> a list of Detections
+    print(dets.boxes, dets.scores, dets.class_names)
+
+Inputs are file paths, numpy arrays [H, W, 3] (channel order given by ``input_format``) or tensors
+[3, H, W] in RGB (uint8 or float 0..255). Each image is resized so its shorter side is
+``min_size_test`` (longer side capped at ``max_size_test``), images of equal resized size are run
+together in batches of ``batch_size`` (so a batch needs no padding and gives the same detections as
+single-image calls), and boxes come back in the coordinates of the ORIGINAL image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torchvision.transforms.v2 import functional as TF
+
+from .defaults import resolve_device
+
+__all__ = ["Detections", "ImageInput", "Predictor", "build_predictor_model", "load_config"]
+
+ImageInput = str | os.PathLike | np.ndarray | Tensor
+_INPUT_FORMATS = ("RGB", "BGR")
+_MASK_THRESHOLD = 0.5  # probability above which a soft predicted mask pixel is foreground
+
+
+@dataclass
+class Detections:
+    """Detections of one image, in the coordinates of the original (un-resized) image.
+
+    Attributes:
+        boxes: [N, 4] float xyxy boxes in pixels.
+        scores: [N] confidences, sorted high to low.
+        classes: [N] int64 contiguous class ids.
+        image_size: (height, width) of the original image.
+        class_names: N names when the metadata has ``thing_classes``, else None.
+        masks: [N, H, W] bool instance masks when the model predicts them, else None.
+    """
+
+    boxes: Tensor
+    scores: Tensor
+    classes: Tensor
+    image_size: tuple[int, int]
+    class_names: list[str] | None = None
+    masks: Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    def filter(self, threshold: float) -> Detections:
+        """The detections whose score is strictly above ``threshold``."""
+        keep = self.scores > threshold
+        names = None
+        if self.class_names is not None:
+            names = [n for n, k in zip(self.class_names, keep.tolist()) if k]
+        masks = self.masks[keep] if self.masks is not None else None
+        return Detections(
+            self.boxes[keep], self.scores[keep], self.classes[keep], self.image_size, names, masks
+        )
+
+
+def resolve_config_path(name: str | os.PathLike) -> str:
+    """Map a user-given config name to a file. The one place where model-zoo names will be added.
+
+    Raises:
+        FileNotFoundError: ``name`` is not an existing config file.
+    """
+    path = os.fspath(name)
+    if os.path.isfile(path):
+        return path
+    raise FileNotFoundError(
+        f"config file not found: '{path}' (expected a path to a .py or .yaml config)"
+    )
+
+
+def load_config(cfg_or_path: Any, opts: Sequence[str] | None = None) -> Any:
+    """Load a LazyConfig from a path (or take a loaded one) and apply ``key=value`` overrides."""
+    from ..config import LazyConfig
+
+    if isinstance(cfg_or_path, (str, os.PathLike)):
+        cfg = LazyConfig.load(resolve_config_path(cfg_or_path))
+    else:
+        cfg = cfg_or_path
+    if opts:
+        cfg = LazyConfig.apply_overrides(cfg, list(opts))
+    return cfg
+
+
+def _cfg_get(cfg: Any, dotted: str, default: Any = None) -> Any:
+    node = cfg
+    for part in dotted.split("."):
+        try:
+            node = node[part]
+        except (KeyError, TypeError, AttributeError):
+            return default
+        if node is None:
+            return default
+    return node
+
+
+def build_predictor_model(
+    cfg: Any, weights: str | os.PathLike | None, device: torch.device
+) -> nn.Module:
+    """Instantiate ``cfg.model`` on ``device`` in eval mode and load ``weights`` (official or ours).
+
+    Raises:
+        FileNotFoundError: ``weights`` does not exist.
+    """
+    from ..checkpoint.official import load_official
+    from ..config import instantiate
+
+    if weights is not None and not os.path.isfile(os.fspath(weights)):
+        raise FileNotFoundError(f"checkpoint file not found: {os.fspath(weights)}")
+    model = instantiate(cfg.model)
+    if weights is not None:
+        load_official(model, weights)
+    return model.to(device).eval()
+
+
+def _to_rgb_tensor(image: ImageInput, input_format: str, index: int) -> Tensor:
+    """Convert one input to a [3, H, W] RGB tensor (uint8 stays uint8, anything else float32)."""
+    if isinstance(image, (str, os.PathLike)):
+        from ..data.detection_utils import read_image
+
+        return read_image(os.fspath(image), img_format="RGB")
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(
+                f"image {index}: numpy arrays must be [H, W, 3] ({input_format}), got shape {image.shape}"
+            )
+        if input_format == "BGR":
+            image = image[:, :, ::-1]
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    elif isinstance(image, Tensor):
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(
+                f"image {index}: tensors must be [3, H, W] RGB, got shape {tuple(image.shape)}"
+            )
+        tensor = image.detach().cpu()
+    else:
+        raise TypeError(
+            f"image {index}: expected a file path, a numpy array or a tensor, got {type(image).__name__}"
+        )
+    return tensor if tensor.dtype == torch.uint8 else tensor.float()
+
+
+class Predictor:
+    """Run a Mr. DETR model on images and return :class:`Detections`.
+
+    Args:
+        cfg: a loaded LazyConfig or the path of a config file.
+        weights: checkpoint to load (official layout, ``{"model": sd}`` or a plain state dict);
+            ``None`` uses ``train.init_checkpoint`` when the config sets it.
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda:0"``...
+        amp: run under autocast (float16 on CUDA, bfloat16 on CPU); ``None`` follows
+            ``train.amp.enabled`` of the config on CUDA and is off on CPU.
+        min_size_test: shorter side after the test-time resize.
+        max_size_test: cap on the longer side after the resize.
+        input_format: channel order of numpy inputs, ``"RGB"`` or ``"BGR"`` (OpenCV).
+        threshold: default score threshold (detections with score > threshold are kept).
+        batch_size: images per forward pass when a list is given.
+        metadata_dataset: registered dataset whose ``thing_classes`` name the classes.
+        opts: ``key=value`` config overrides.
+    """
+
+    def __init__(
+        self,
+        cfg: Any,
+        weights: str | os.PathLike | None = None,
+        device: str | torch.device = "auto",
+        amp: bool | None = None,
+        min_size_test: int = 800,
+        max_size_test: int = 1333,
+        input_format: str = "RGB",
+        *,
+        threshold: float = 0.0,
+        batch_size: int = 8,
+        metadata_dataset: str | None = None,
+        opts: Sequence[str] | None = None,
+    ):
+        if input_format not in _INPUT_FORMATS:
+            raise ValueError(f"input_format must be one of {_INPUT_FORMATS}, got '{input_format}'")
+        if min_size_test <= 0 or max_size_test < min_size_test:
+            raise ValueError(
+                f"need 0 < min_size_test <= max_size_test, got {min_size_test}, {max_size_test}"
+            )
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.cfg = load_config(cfg, opts)
+        self.device = resolve_device(str(device))
+        if weights is None:
+            weights = _cfg_get(self.cfg, "train.init_checkpoint") or None
+        self.model = build_predictor_model(self.cfg, weights, self.device)
+        if amp is None:
+            amp = (
+                bool(_cfg_get(self.cfg, "train.amp.enabled", False)) and self.device.type == "cuda"
+            )
+        self.amp = bool(amp)
+        self.min_size_test = int(min_size_test)
+        self.max_size_test = int(max_size_test)
+        self.input_format = input_format
+        self.threshold = float(threshold)
+        self.batch_size = int(batch_size)
+        self.class_names = self._class_names(metadata_dataset)
+
+    @staticmethod
+    def _class_names(metadata_dataset: str | None) -> list[str] | None:
+        if metadata_dataset is None:
+            return None
+        from ..data import MetadataCatalog
+
+        names = MetadataCatalog.get(metadata_dataset).get("thing_classes")
+        return list(names) if names is not None else None
+
+    # ------------------------------------------------------------------------------------ steps
+    def preprocess(self, image: ImageInput, index: int = 0) -> dict[str, Any]:
+        """One input -> the model's input dict (resized RGB image, original height/width)."""
+        from ..data.transforms import shortest_edge_size
+
+        rgb = _to_rgb_tensor(image, self.input_format, index)
+        h, w = rgb.shape[-2:]
+        if h == 0 or w == 0:
+            raise ValueError(f"image {index}: empty image of size {h}x{w}")
+        size = shortest_edge_size(h, w, self.min_size_test, self.max_size_test)
+        resized = TF.resize(rgb, list(size), antialias=True) if size != (h, w) else rgb
+        return {"image": resized.float(), "height": int(h), "width": int(w)}
+
+    def _autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _to_detections(self, instances: Any, threshold: float) -> Detections:
+        inst = instances.to("cpu")
+        scores = inst.scores.float()
+        order = torch.argsort(scores, descending=True, stable=True)
+        keep = order[scores[order] > threshold]
+        classes = inst.pred_classes[keep].long()
+        masks = None
+        if inst.has("pred_masks"):
+            masks = inst.pred_masks[keep]
+            if masks.dtype != torch.bool:
+                masks = masks > _MASK_THRESHOLD
+        names = None
+        if self.class_names is not None:
+            names = [
+                self.class_names[c] if c < len(self.class_names) else str(c)
+                for c in classes.tolist()
+            ]
+        return Detections(
+            boxes=inst.pred_boxes.tensor[keep].float(),
+            scores=scores[keep],
+            classes=classes,
+            image_size=tuple(inst.image_size),
+            class_names=names,
+            masks=masks,
+        )
+
+    @torch.no_grad()
+    def __call__(
+        self, images: ImageInput | Sequence[ImageInput], threshold: float | None = None
+    ) -> Detections | list[Detections]:
+        """Detect objects in one image or a list of images.
+
+        Args:
+            images: one input or a list of inputs (paths, numpy HWC arrays, CHW RGB tensors).
+            threshold: keep detections with score > threshold (default: the constructor's).
+
+        Returns:
+            one :class:`Detections` for one input, a list for a list.
+        """
+        single = not isinstance(images, (list, tuple))
+        items = [images] if single else list(images)
+        thr = self.threshold if threshold is None else float(threshold)
+        inputs = [self.preprocess(img, i) for i, img in enumerate(items)]
+        # Batch only images of the same resized size: padding changes the neck's GroupNorm statistics
+        # and the convolutions at the image border, so a padded image would not give the detections
+        # it gets alone. Same-size batches (video frames, one camera) need no padding.
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, inp in enumerate(inputs):
+            groups.setdefault(tuple(inp["image"].shape[-2:]), []).append(i)
+        results: list[Detections | None] = [None] * len(items)
+        for indices in groups.values():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start : start + self.batch_size]
+                with self._autocast():
+                    outputs = self.model([inputs[i] for i in chunk])
+                for i, out in zip(chunk, outputs):
+                    results[i] = self._to_detections(out["instances"], thr)
+        return results[0] if single else results

@@ -1,0 +1,274 @@
+"""Image / folder / video / webcam demo (the logic of ``demo/demo.py``).
+
+    python demo/demo.py --config-file CFG --input img1.jpg "imgs/*.png" folder/ --output OUT_DIR \
+        [--confidence-threshold 0.5] [--min_size_test 800 --max_size_test 1333] [--img_format RGB] \
+        [--metadata_dataset coco_2017_val] --opts train.init_checkpoint=model.pth train.device=cpu
+    python demo/demo.py --config-file CFG --video-input clip.mp4 --output out.mp4 --opts ...
+
+Images: ``--input`` takes files, glob patterns and directories. With several inputs ``--output`` is a
+directory (created if needed, one file per input with the same base name); with one input it may be a
+file. Videos are written at the source FPS and size with a codec this OpenCV can write (``.mp4``:
+mp4v, ``.avi``: MJPG, ``.mkv``: x264 when available), with a progress bar. Existing output files are
+never overwritten, and outputs are written atomically (no half file after an error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import logging
+import os
+from collections.abc import Iterable
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+__all__ = ["IMAGE_EXTENSIONS", "build_parser", "expand_inputs", "main"]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+WINDOW_NAME = "mrdetr demo"
+_ESC_KEY = 27
+_IGNORED_OVERRIDES = ("model.device=",)  # official CPU recipe; our model follows train.device
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Mr. DETR demo on images, a video or a webcam.")
+    p.add_argument("--config-file", required=True, metavar="FILE", help="path to a config file")
+    p.add_argument("--webcam", action="store_true", help="take input from camera 0 (window only)")
+    p.add_argument("--video-input", help="path to a video file")
+    p.add_argument("--input", nargs="+", help="image files, glob patterns or directories")
+    p.add_argument("--output", help="output file or directory (default: show an OpenCV window)")
+    p.add_argument("--min_size_test", type=int, default=800, help="shorter side after resize")
+    p.add_argument("--max_size_test", type=int, default=1333, help="longer side cap after resize")
+    p.add_argument("--img_format", default="RGB", choices=("RGB", "BGR"), help="model input order")
+    p.add_argument("--metadata_dataset", default="coco_2017_val", help="dataset for class names")
+    p.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score shown")
+    p.add_argument("--opts", nargs="*", default=[], help="config overrides key=value ...")
+    return p
+
+
+def expand_inputs(items: Iterable[str]) -> list[str]:
+    """Expand directories (their image files, sorted) and glob patterns; keep plain paths.
+
+    Raises:
+        FileNotFoundError: an item is neither an existing path nor a pattern matching files.
+    """
+    files: list[str] = []
+    for item in items:
+        if os.path.isdir(item):
+            found = sorted(
+                os.path.join(item, f)
+                for f in os.listdir(item)
+                if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(item, f))
+            )
+            if not found:
+                raise FileNotFoundError(f"--input directory has no image files: {item}")
+            files.extend(found)
+        elif os.path.isfile(item):
+            files.append(item)
+        elif glob.has_magic(item):
+            found = sorted(f for f in glob.glob(os.path.expanduser(item)) if os.path.isfile(f))
+            if not found:
+                raise FileNotFoundError(f"--input pattern matches no files: {item}")
+            files.extend(found)
+        else:
+            raise FileNotFoundError(f"--input file not found: {item}")
+    return files
+
+
+def _image_outputs(inputs: list[str], output: str) -> list[str]:
+    if len(inputs) > 1 or os.path.isdir(output) or output.endswith(os.sep):
+        os.makedirs(output, exist_ok=True)
+        targets = [os.path.join(output, os.path.basename(f)) for f in inputs]
+    else:
+        targets = [output]
+    if len(set(targets)) != len(targets):
+        raise ValueError(f"several --input files share a base name; they would collide in {output}")
+    existing = [t for t in targets if os.path.exists(t)]
+    if existing:
+        raise FileExistsError(f"output file already exists: {existing[0]} (refusing to overwrite)")
+    return targets
+
+
+def _check_images(paths: list[str]) -> None:
+    """Fail on an unreadable image before any output is written."""
+    from PIL import Image
+
+    from ..data.detection_utils import BadImageError
+
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                img.verify()
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise BadImageError(f"Cannot read image '{path}': {exc}") from exc
+
+
+def _write_image_atomic(path: str, image_bgr: np.ndarray) -> None:
+    ext = os.path.splitext(path)[1] or ".jpg"
+    ok, buf = cv2.imencode(ext, image_bgr)
+    if not ok:
+        raise ValueError(f"cannot encode an image as '{ext}' for {path}")
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buf.tobytes())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _show(image_bgr: np.ndarray) -> bool:
+    """Show a frame; False when the user pressed Esc."""
+    try:
+        cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
+        cv2.imshow(WINDOW_NAME, image_bgr)
+    except cv2.error as exc:
+        raise RuntimeError(
+            "this OpenCV build cannot open windows (opencv-python-headless?); pass --output"
+        ) from exc
+    return cv2.waitKey(1) != _ESC_KEY
+
+
+class _Demo:
+    def __init__(self, args: argparse.Namespace):
+        from ..engine.predictor import Predictor, load_config
+
+        opts = [o for o in args.opts if not o.startswith(_IGNORED_OVERRIDES)]
+        cfg = load_config(args.config_file, opts)
+        device = cfg.train.get("device", "auto") if "train" in cfg else "auto"
+        # frames are read as BGR: flip them to RGB when the model expects RGB
+        self.predictor = Predictor(
+            cfg,
+            device=device,
+            min_size_test=args.min_size_test,
+            max_size_test=args.max_size_test,
+            input_format="BGR" if args.img_format == "RGB" else "RGB",
+            threshold=args.confidence_threshold,
+            batch_size=1,
+            metadata_dataset=args.metadata_dataset,
+        )
+
+    def draw(self, frame_bgr: np.ndarray) -> tuple[np.ndarray, int]:
+        from ..utils.visualizer import draw_detections
+
+        dets = self.predictor(frame_bgr)
+        vis = draw_detections(np.ascontiguousarray(frame_bgr[:, :, ::-1]), dets)
+        return np.ascontiguousarray(vis[:, :, ::-1]), len(dets)
+
+
+def _run_images(demo: _Demo, args: argparse.Namespace) -> None:
+    from ..data.detection_utils import read_image
+
+    inputs = expand_inputs(args.input)
+    _check_images(inputs)
+    targets = _image_outputs(inputs, args.output) if args.output else [None] * len(inputs)
+    for path, target in zip(tqdm(inputs, disable=not args.output), targets):
+        frame = read_image(path, img_format="BGR").permute(1, 2, 0).numpy()
+        vis, n = demo.draw(frame)
+        logger.info("%s: %d detections", path, n)
+        if target is None:
+            if not _show(vis):
+                break
+        else:
+            _write_image_atomic(target, vis)
+
+
+def _video_output(video: str, output: str) -> str:
+    from ..utils.video import DEFAULT_EXTENSION
+
+    if os.path.isdir(output):
+        stem = os.path.splitext(os.path.basename(video))[0]
+        return os.path.join(output, stem + DEFAULT_EXTENSION)
+    return output
+
+
+def _run_video(demo: _Demo, args: argparse.Namespace) -> None:
+    from ..utils.video import open_capture, open_video_writer, read_video, video_properties
+
+    capture = open_capture(args.video_input)
+    fps, width, height, count = video_properties(capture)
+    writer = target = tmp = None
+    if args.output:
+        target = _video_output(args.video_input, args.output)
+        if os.path.exists(target):
+            capture.release()
+            raise FileExistsError(f"output file already exists: {target} (refusing to overwrite)")
+        folder, name = os.path.split(os.path.abspath(target))
+        tmp = os.path.join(folder, f".tmp-{name}")
+        writer = open_video_writer(tmp, fps, (width, height))
+    try:
+        for frame in tqdm(read_video(capture), total=count or None, disable=writer is None):
+            vis, _ = demo.draw(frame)
+            if writer is not None:
+                writer.write(vis)
+            elif not _show(vis):
+                break
+        if writer is not None:
+            writer.release()
+            os.replace(tmp, target)
+            logger.info("wrote %s (%dx%d at %.2f fps)", target, width, height, fps)
+    finally:
+        capture.release()
+        if writer is not None:
+            writer.release()
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _run_webcam(demo: _Demo) -> None:
+    from ..utils.video import read_video
+
+    if not hasattr(cv2, "imshow"):
+        raise RuntimeError("--webcam needs an OpenCV build with window support")
+    capture = cv2.VideoCapture(0)
+    if not capture.isOpened():
+        raise OSError("cannot open camera 0")
+    try:
+        for frame in read_video(capture):
+            if not _show(demo.draw(frame)[0]):
+                break
+    finally:
+        capture.release()
+        cv2.destroyAllWindows()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..utils.video import open_capture
+
+    args = build_parser().parse_args(argv)
+    sources = sum(bool(x) for x in (args.input, args.video_input, args.webcam))
+    if sources != 1:
+        raise ValueError("give exactly one of --input, --video-input or --webcam")
+    if args.webcam and args.output:
+        raise ValueError("--webcam shows a window only; --output is not supported with it")
+    if args.input:  # fail on bad inputs or outputs before the model is built
+        inputs = expand_inputs(args.input)
+        _check_images(inputs)
+        if args.output:
+            _image_outputs(inputs, args.output)
+    if args.video_input:
+        open_capture(args.video_input).release()
+        if args.output and os.path.exists(_video_output(args.video_input, args.output)):
+            raise FileExistsError(
+                f"output file already exists: {_video_output(args.video_input, args.output)} "
+                "(refusing to overwrite)"
+            )
+    demo = _Demo(args)
+    if args.input:
+        _run_images(demo, args)
+    elif args.video_input:
+        _run_video(demo, args)
+    else:
+        _run_webcam(demo)
+    return 0
+
+
+if __name__ == "__main__":
+    from ._cli import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,81 @@
+"""Export the primary route of a Mr. DETR model to ONNX and check it with onnxruntime.
+
+    python tools/export_onnx.py --config-file CFG --output model.onnx [--height 800 --width 1216] \
+        [--dynamic] [--opset 17] --opts train.init_checkpoint=model.pth
+
+The graph maps a raw RGB image [1, 3, H, W] (0..255, already resized) to ``pred_logits`` and
+``pred_boxes`` (see :mod:`mrdetr.export.onnx`). Needs ``pip install onnx onnxruntime``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+__all__ = ["build_parser", "main"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HEIGHT = 800
+DEFAULT_WIDTH = 1216  # an 800-short-side 3:2 image, rounded to a multiple of 32
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..export.onnx import DEFAULT_OPSET, DEFAULT_TOLERANCE
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config-file", required=True, metavar="FILE")
+    p.add_argument("--output", required=True, help="the .onnx file to write (must not exist)")
+    p.add_argument("--height", type=int, default=DEFAULT_HEIGHT)
+    p.add_argument("--width", type=int, default=DEFAULT_WIDTH)
+    p.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="mark H and W as dynamic axes (experimental: verified at --height/--width only)",
+    )
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="onnxruntime check")
+    p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
+    p.add_argument("--opts", nargs="*", default=[], help="config overrides key=value ...")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import os
+
+    import torch
+
+    from ..engine.predictor import build_predictor_model, load_config
+    from ..export.onnx import export_onnx
+
+    if os.path.exists(args.output):
+        raise FileExistsError(f"output file already exists: {args.output} (refusing to overwrite)")
+    cfg = load_config(args.config_file, args.opts)
+    weights = cfg.train.get("init_checkpoint", "") if "train" in cfg else ""
+    if not weights:
+        logger.warning("train.init_checkpoint is empty: exporting freshly initialised weights")
+    model = build_predictor_model(cfg, weights or None, torch.device("cpu"))
+    report = export_onnx(
+        model,
+        args.output,
+        height=args.height,
+        width=args.width,
+        opset=args.opset,
+        dynamic=args.dynamic,
+        verify=not args.no_verify,
+        tolerance=args.tolerance,
+    )
+    check = (
+        "not verified"
+        if report.max_abs_diff is None
+        else f"max |ort - torch| = {report.max_abs_diff:.2e}"
+    )
+    print(f"wrote {report.path} for input {list(report.input_shape)} ({check})")
+    return 0
+
+
+if __name__ == "__main__":
+    from ._cli import run_cli
+
+    raise SystemExit(run_cli(main))
