@@ -1,0 +1,169 @@
+"""Swin key conversion: ImageNet Swin files (Microsoft release or timm) <-> our detection layout.
+
+Our backbone (:class:`mrdetr.modeling.backbone.swin.SwinTransformer`) uses the official Mr. DETR /
+detectron2 names, so official Mr. DETR Swin-L checkpoints need no renaming. ImageNet files do:
+
+- Microsoft release (``swin_large_patch4_window12_384_22k.pth``, ``{"model": ...}``): same names without
+  the ``backbone.`` prefix, patch merging at the **end** of stage s (``layers.{s}.downsample``), a final
+  ``norm.*`` and a classifier ``head.*``.
+- timm (``timm.models.swin_transformer.SwinTransformer.state_dict()``): patch merging at the **start** of
+  stage s+1 (``layers.{s+1}.downsample``), ``head.fc.*``, no ``relative_position_index`` (not persistent).
+
+Conversion into our layout: prefix ``backbone.``, move timm's downsample one stage down, drop ``head.*``,
+the final ``norm.*`` (we have a fresh ``norm{i}`` per output instead) and ``attn_mask``, and recompute
+``relative_position_index`` from the window size (spec §5.4, bug #21).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Mapping
+
+import torch
+from timm.models.swin_transformer import get_relative_position_index
+from torch import Tensor, nn
+
+from .official import IncompatibleKeys, extract_state_dict, load_checkpoint_file
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "convert_ours_to_timm_swin",
+    "convert_swin_imagenet_to_ours",
+    "convert_timm_swin_to_ours",
+    "is_timm_swin_layout",
+    "load_swin_imagenet",
+]
+
+_PREFIX = "backbone."
+_DOWNSAMPLE = re.compile(r"^layers\.(\d+)\.downsample\.")
+_TABLE_SUFFIX = "attn.relative_position_bias_table"
+_INDEX_SUFFIX = "attn.relative_position_index"
+_DROPPED = (re.compile(r"^head\."), re.compile(r"^norm\."), re.compile(r"attn_mask$"))
+
+
+def _shift_downsample(key: str, offset: int) -> str:
+    m = _DOWNSAMPLE.match(key)
+    if m is None:
+        return key
+    return f"layers.{int(m.group(1)) + offset}.downsample." + key[m.end() :]
+
+
+def _relative_position_indices(state_dict: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """A freshly computed int64 ``relative_position_index`` for every bias table in ``state_dict``."""
+    out = {}
+    for key, table in state_dict.items():
+        if key.endswith(_TABLE_SUFFIX):
+            side = math.isqrt(table.shape[0])
+            if side * side != table.shape[0] or side % 2 == 0:
+                raise ValueError(
+                    f"Swin checkpoint: {key} has {table.shape[0]} rows, expected (2*window-1)**2"
+                )
+            window = (side + 1) // 2
+            out[prefix + key[: -len(_TABLE_SUFFIX)] + _INDEX_SUFFIX] = get_relative_position_index(
+                window, window
+            )
+    return out
+
+
+def is_timm_swin_layout(state_dict: Mapping[str, Tensor]) -> bool:
+    """timm layout: downsample at the start of stages 1.. (no ``layers.0.downsample``)."""
+    keys = [k[len(_PREFIX) :] if k.startswith(_PREFIX) else k for k in state_dict]
+    has_down = {int(m.group(1)) for k in keys if (m := _DOWNSAMPLE.match(k))}
+    return bool(has_down) and 0 not in has_down
+
+
+def _to_ours(state_dict: Mapping[str, Tensor], shift: int) -> dict[str, Tensor]:
+    state_dict = {k.removeprefix(_PREFIX): v for k, v in state_dict.items()}
+    out: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        if any(p.search(key) for p in _DROPPED) or key.endswith(_INDEX_SUFFIX):
+            continue
+        out[_PREFIX + _shift_downsample(key, shift)] = value
+    out.update(_relative_position_indices(state_dict, _PREFIX))
+    return out
+
+
+def convert_timm_swin_to_ours(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """timm ``SwinTransformer`` state dict -> our ``backbone.*`` keys (downsample moved to stage s-1)."""
+    return _to_ours(state_dict, shift=-1)
+
+
+def convert_ours_to_timm_swin(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Our backbone keys (with or without ``backbone.``) -> timm names (without head / final norm).
+
+    ``norm{i}`` (per-output norms) and ``relative_position_index`` have no timm counterpart and are dropped.
+    """
+    out = {}
+    for key, value in state_dict.items():
+        if key.startswith(_PREFIX):
+            key = key[len(_PREFIX) :]
+        elif _PREFIX in key or not key.startswith(("patch_embed.", "layers.", "norm")):
+            continue
+        if re.match(r"^norm\d+\.", key) or key.endswith(_INDEX_SUFFIX):
+            continue
+        out[_shift_downsample(key, +1)] = value
+    return out
+
+
+def convert_swin_imagenet_to_ours(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """An ImageNet Swin state dict (Microsoft release or timm; detected) -> our ``backbone.*`` keys."""
+    if is_timm_swin_layout(state_dict):
+        return convert_timm_swin_to_ours(state_dict)
+    return _to_ours(state_dict, shift=0)
+
+
+def load_swin_imagenet(
+    model: nn.Module,
+    state_dict_or_path: Mapping[str, Tensor] | str | os.PathLike,
+    *,
+    trusted: bool = False,
+) -> IncompatibleKeys:
+    """Load ImageNet Swin weights into the ``backbone`` of a detector (or into a bare backbone).
+
+    Args:
+        model: a detector with a ``backbone`` attribute, or a :class:`SwinTransformer`.
+        state_dict_or_path: a state dict, ``{"model": state_dict}``, or a file path.
+        trusted: see :func:`mrdetr.checkpoint.official.load_checkpoint_file`.
+
+    Returns:
+        missing keys of the backbone (normally only the fresh ``norm{i}``) and unexpected file keys (in
+        our names); both are logged.
+
+    Raises:
+        ValueError: naming every key whose shape differs from the model's.
+    """
+    obj = (
+        load_checkpoint_file(state_dict_or_path, trusted=trusted)
+        if isinstance(state_dict_or_path, (str, os.PathLike))
+        else state_dict_or_path
+    )
+    converted = convert_swin_imagenet_to_ours(extract_state_dict(obj))
+    bare = not hasattr(model, "backbone")
+    target = model if bare else model.backbone
+    converted = {k[len(_PREFIX) :]: v for k, v in converted.items()}
+    own = target.state_dict()
+    mismatched = [
+        f"backbone.{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in converted.items()
+        if k in own and own[k].shape != v.shape
+    ]
+    if mismatched:
+        raise ValueError(
+            "Swin checkpoint shapes do not match the model:\n  " + "\n  ".join(mismatched)
+        )
+    with torch.no_grad():
+        result = target.load_state_dict(converted, strict=False)
+    keys = IncompatibleKeys(
+        [_PREFIX + k for k in result.missing_keys], [_PREFIX + k for k in result.unexpected_keys]
+    )
+    if keys.missing_keys:
+        logger.info(
+            "Swin backbone keys not in the checkpoint (freshly initialised): %s", keys.missing_keys
+        )
+    if keys.unexpected_keys:
+        logger.warning("Swin checkpoint keys not in the backbone: %s", keys.unexpected_keys)
+    return keys

@@ -1,0 +1,234 @@
+"""Mr. DETR-Deformable-InstanceSeg: Mr. DETR plus a DETR-style mask head (spec §1.11, §3.6).
+
+The mask head runs on the final hidden states of every route that runs (PRIMARY at eval; all three in
+training), over the coarsest (stride 64) encoder memory level, with FPN maps projected from res5/res4/res3.
+Fixes of the official code: no hard-coded query count or head width (bug #11); at inference the masks are
+cropped to the image region of the padded batch before resizing to (height, width), and they are filtered
+together with the boxes (bug #12).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ...structures import Boxes, ImageList, Instances
+from ..outputs import RawOutput, RouteOutput
+from ..postprocessing import detector_postprocess, fuse_layer_scores, topk_detections
+from ..routes import Route
+from ..transformer import EncodedImage
+from .inputs import prepare_targets, validate_inputs
+from .mr_detr import MrDETR
+
+__all__ = ["MrDETRInstanceSeg", "SegEncodedImage", "SegRawOutput", "SegRouteOutput"]
+
+
+@dataclass
+class SegEncodedImage(EncodedImage):
+    """:class:`EncodedImage` plus the backbone maps the mask head's FPN inputs come from.
+
+    Attributes:
+        backbone_features: ``{name: [B, C, H, W]}`` backbone outputs.
+    """
+
+    backbone_features: dict[str, Tensor] | None = None
+
+
+@dataclass
+class SegRouteOutput(RouteOutput):
+    """:class:`RouteOutput` plus the final layer's mask logits.
+
+    Attributes:
+        pred_masks: [B, Q, H/16, W/16] mask logits (padded-batch frame).
+    """
+
+    pred_masks: Tensor | None = None
+
+
+@dataclass
+class SegRawOutput(RawOutput):
+    """:class:`RawOutput` plus mask logits [B, Q, h, w] and the padded batch size (H, W)."""
+
+    pred_masks: Tensor | None = None
+    padded_size: tuple[int, int] = (0, 0)
+
+
+class MrDETRInstanceSeg(MrDETR):
+    """Mr. DETR with instance masks.
+
+    Args:
+        seg_input_proj: projects backbone maps to the three FPN inputs of the mask head (coarse to fine).
+        bbox_attention: per-query attention maps over the stride-64 memory (``MHAttentionMap``).
+        mask_head: ``MaskHeadSmallConv`` producing one logit map per query.
+        mask_threshold: mask logit above which a pixel is foreground at inference (0 = probability 0.5).
+        **kwargs: :class:`MrDETR` arguments; the criterion must accept ``pred_masks`` and
+            ``target_masks`` (``MrDETRMaskCriterion``).
+    """
+
+    def __init__(
+        self,
+        *,
+        seg_input_proj: nn.Module,
+        bbox_attention: nn.Module,
+        mask_head: nn.Module,
+        mask_threshold: float = 0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.bbox_attention = bbox_attention
+        self.mask_head = mask_head
+        self.seg_input_proj = seg_input_proj
+        self.mask_threshold = mask_threshold
+
+    # ----------------------------------------------------------------------------------- stages
+    def encode(self, images: ImageList, mask: Tensor) -> SegEncodedImage:
+        """As :meth:`MrDETR.encode`, also keeping the backbone maps."""
+        features = self.backbone(images.tensor)
+        maps = self.neck(features)
+        masks = [
+            F.interpolate(mask[None].float(), size=f.shape[-2:]).to(torch.bool)[0] for f in maps
+        ]
+        pos = [self.position_embedding(m) for m in masks]
+        encoded = self.transformer.encode(maps, masks, pos)
+        values = {f.name: getattr(encoded, f.name) for f in fields(encoded)}
+        return SegEncodedImage(**values, backbone_features=features)
+
+    def mask_logits(self, encoded: SegEncodedImage, hidden: Tensor) -> Tensor:
+        """Mask logits of queries ``hidden`` [B, Q, d] -> [B, Q, H/16, W/16]."""
+        levels = encoded.levels
+        h, w = levels.shapes[-1]
+        start = encoded.memory.shape[1] - h * w
+        b, q = hidden.shape[:2]
+        memory = encoded.memory[:, start:].transpose(1, 2).reshape(b, -1, h, w)
+        padding = levels.padding_mask[:, start:].view(b, h, w)
+        attention = self.bbox_attention(hidden, memory, mask=padding)
+        fpns = self.seg_input_proj(encoded.backbone_features)
+        masks = self.mask_head(memory, attention, fpns)
+        return masks.view(b, q, masks.shape[-2], masks.shape[-1])
+
+    def run_route(self, encoded: EncodedImage, route: Route, box_logits: Tensor, *args, **kwargs):
+        """As :meth:`MrDETR.run_route`, adding the final layer's mask logits (``SegRouteOutput``)."""
+        out = super().run_route(encoded, route, box_logits, *args, **kwargs)
+        values = {f.name: getattr(out, f.name) for f in fields(out)}
+        return SegRouteOutput(**values, pred_masks=self.mask_logits(encoded, out.hidden[-1]))
+
+    # ------------------------------------------------------------------------------ entry points
+    def losses(
+        self, batched_inputs: list[dict], generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """Weighted box and mask loss terms (official names, incl. ``loss_mask``/``loss_dice_o2m``...)."""
+        if self.criterion is None:
+            raise RuntimeError(
+                "MrDETRInstanceSeg was built without a criterion: it cannot compute losses"
+            )
+        validate_inputs(batched_inputs, require_instances=True)
+        targets = prepare_targets(batched_inputs, self.device)
+        target_masks = prepare_target_masks(batched_inputs, self.device)
+        outputs = self.forward_features(batched_inputs, self.train_routes, targets, generator)
+        pred_masks = {route: out.pred_masks for route, out in outputs.routes.items()}
+        losses = self.criterion(
+            outputs, targets, generator=generator, pred_masks=pred_masks, target_masks=target_masks
+        )
+        from ..criterion import apply_weights
+
+        return apply_weights(losses, self.weight_dict)
+
+    @torch.no_grad()
+    def forward_raw(self, batched_inputs: list[dict]) -> SegRawOutput:
+        """Primary route only: fused logits [B, Q, C], boxes [B, Q, 4] and mask logits [B, Q, h, w]."""
+        out = self.forward_features(batched_inputs, (Route.PRIMARY,))
+        primary = out.routes[Route.PRIMARY]
+        layers = primary.layers
+        if self.score_fusion_exponents is not None:
+            logits = fuse_layer_scores([p.logits for p in layers], self.score_fusion_exponents)
+        else:
+            logits = layers[-1].logits
+        padded = (
+            max(h for h, _ in out.image_sizes),
+            max(w for _, w in out.image_sizes),
+        )
+        return SegRawOutput(
+            logits,
+            layers[-1].boxes,
+            out.image_sizes,
+            pred_masks=primary.pred_masks,
+            padded_size=padded,
+        )
+
+    def postprocess(
+        self, raw: SegRawOutput, batched_inputs: list[dict]
+    ) -> list[dict[str, Instances]]:
+        """Top-K detections with ``pred_masks`` (bool [K, height, width]); empty boxes are dropped
+        together with their masks."""
+        k = self.select_box_nums_for_evaluation
+        results = topk_detections(raw.pred_logits, raw.pred_boxes, raw.image_sizes, k)
+        b, q, c = raw.pred_logits.shape
+        index = torch.topk(raw.pred_logits.sigmoid().view(b, -1), min(k, q * c), dim=1).indices
+        queries = torch.div(index, c, rounding_mode="floor")
+        processed = []
+        for i, (res, inp, (h, w)) in enumerate(zip(results, batched_inputs, raw.image_sizes)):
+            out_h, out_w = int(inp.get("height", h)), int(inp.get("width", w))
+            res.pred_masks = self.paste_masks(
+                raw.pred_masks[i, queries[i]], raw.padded_size, (h, w), (out_h, out_w)
+            )
+            processed.append({"instances": detector_postprocess(res, out_h, out_w)})
+        return processed
+
+    def paste_masks(
+        self,
+        mask_logits: Tensor,
+        padded_size: tuple[int, int],
+        image_size: tuple[int, int],
+        output_size: tuple[int, int],
+    ) -> Tensor:
+        """Mask logits [K, h, w] of the padded batch -> bool masks [K, out_h, out_w] of one image.
+
+        The logits are resized to the padded batch size, cropped to the image's own (h, w) region, resized
+        to the output size (bilinear) and thresholded at ``mask_threshold``.
+        """
+        if mask_logits.shape[0] == 0:
+            return mask_logits.new_zeros((0, *output_size), dtype=torch.bool)
+        x = F.interpolate(
+            mask_logits[:, None], size=padded_size, mode="bilinear", align_corners=False
+        )
+        x = x[:, :, : image_size[0], : image_size[1]]
+        x = F.interpolate(x, size=output_size, mode="bilinear", align_corners=False)
+        return x[:, 0] > self.mask_threshold
+
+
+def prepare_target_masks(batched_inputs: list[dict], device: torch.device) -> list[Tensor]:
+    """GT masks of each image, padded to the batch size and aligned with ``prepare_targets``.
+
+    Each ``instances`` must hold ``gt_masks`` bool [n, h, w] (h, w = the image's size, n = number of
+    boxes). Rows whose box ``prepare_targets`` drops (empty after clipping) are dropped too.
+
+    Returns:
+        B float tensors [n_b', H, W] (H, W = max height / width of the batch).
+    """
+    height = max(int(x["image"].shape[-2]) for x in batched_inputs)
+    width = max(int(x["image"].shape[-1]) for x in batched_inputs)
+    out = []
+    for i, item in enumerate(batched_inputs):
+        inst: Instances = item["instances"]
+        h, w = int(item["image"].shape[-2]), int(item["image"].shape[-1])
+        if not inst.has("gt_masks"):
+            raise KeyError(
+                f"batched_inputs[{i}]['instances'] has no 'gt_masks': instance segmentation needs "
+                "bool masks [n, H, W] (load the dataset with mask_on=True)"
+            )
+        masks = torch.as_tensor(inst.gt_masks)
+        n = len(inst.gt_boxes)
+        if masks.dim() != 3 or tuple(masks.shape) != (n, h, w):
+            raise ValueError(
+                f"batched_inputs[{i}]: gt_masks must have shape ({n}, {h}, {w}) (boxes, image "
+                f"height, width), got {tuple(masks.shape)}"
+            )
+        clipped = Boxes(inst.gt_boxes.tensor.to(torch.float32).clone())
+        clipped.clip((h, w))
+        keep = clipped.nonempty()
+        masks = masks[keep.cpu()].to(device, torch.float32)
+        out.append(F.pad(masks, (0, width - w, 0, height - h)))
+    return out
