@@ -30,7 +30,13 @@ def _proposal_head(embed_dim: str, num_classes: str):
 
 
 model = L(MrDETR)(
-    backbone=L(ResNet)(depth=50, out_features=("res3", "res4", "res5"), freeze_at=1),
+    backbone=L(ResNet)(
+        depth=50,
+        out_features=("res3", "res4", "res5"),
+        freeze_at=1,
+        stem_out_channels=64,
+        res2_out_channels=256,
+    ),
     neck=L(ChannelMapper)(
         in_channels=[512, 1024, 2048],
         in_features=["res3", "res4", "res5"],
@@ -75,6 +81,8 @@ model = L(MrDETR)(
         ),
         embed_dim="${..embed_dim}",
         num_feature_levels=4,
+        query_pos_feats=128,  # 4 box coordinates x 128 = 2 * embed_dim
+        query_pos_temperature=10000,
     ),
     num_classes=80,
     num_queries=300,
@@ -105,4 +113,5 @@ model = L(MrDETR)(
     prior_prob=0.01,
     instruct_proposal_wh_bias=-2.0,
     eval_padding_mask=True,  # the official code uses an all-zero mask at eval (a bug)
+    padding_mask_mode="interpolate",  # official; "exact" marks only tokens an image has alone
 )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from ...structures import Boxes, Instances, box_xyxy_to_cxcywh
 
@@ -75,3 +77,40 @@ def prepare_targets(batched_inputs: list[dict], device: torch.device) -> list[di
             }
         )
     return targets
+
+
+def level_padding_masks(
+    mask: Tensor,
+    image_sizes: list[tuple[int, int]],
+    shapes: list[tuple[int, int]],
+    mode: str = "interpolate",
+) -> list[Tensor]:
+    """Padding masks of each feature level.
+
+    Args:
+        mask: [B, H, W] pixel padding mask (True = padding).
+        image_sizes: (h, w) of each unpadded image.
+        shapes: (H_l, W_l) of each feature level.
+        mode: ``"interpolate"`` (official): nearest-resize the pixel mask to each level; a coarse
+            level can then mark a token valid whose receptive field is almost all padding (e.g. a
+            384-wide image padded to 480 gets 7 valid columns at stride 64 instead of 6).
+            ``"exact"``: a token is valid iff it exists when the image runs alone, i.e. the first
+            ``ceil(h / stride)`` rows and ``ceil(w / stride)`` columns (power-of-two strides).
+
+    Returns:
+        L masks [B, H_l, W_l] bool.
+    """
+    if mode == "interpolate":
+        return [F.interpolate(mask[None].float(), size=s).to(torch.bool)[0] for s in shapes]
+    if mode != "exact":
+        raise ValueError(f"padding mask mode must be 'interpolate' or 'exact', got {mode!r}")
+    pad_h, pad_w = mask.shape[-2:]
+    out = []
+    for h_l, w_l in shapes:
+        stride_y = 2 ** round(math.log2(pad_h / h_l))
+        stride_x = 2 ** round(math.log2(pad_w / w_l))
+        level = torch.ones((len(image_sizes), h_l, w_l), dtype=torch.bool, device=mask.device)
+        for i, (h, w) in enumerate(image_sizes):
+            level[i, : math.ceil(h / stride_y), : math.ceil(w / stride_x)] = False
+        out.append(level)
+    return out
