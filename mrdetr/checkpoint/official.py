@@ -45,6 +45,7 @@ _RULES: list[tuple[str, str]] = [
     ("transformer.decoder.bbox_embed_enc_o2m.", "transformer.proposals.heads.instruct.bbox_embed."),
     ("transformer.enc_output.", "transformer.proposals.enc_output."),
     ("transformer.enc_output_norm.", "transformer.proposals.enc_output_norm."),
+    ("label_enc.", "denoising.label_enc."),  # DINO/Align DN label embedding
 ]
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from torch import Tensor
 
 from .routes import Route
+
+if TYPE_CHECKING:
+    from .denoising import DNMeta
 
 
 @dataclass
@@ -63,11 +67,16 @@ class MrDETROutput:
         encoder: dense encoder-head predictions per route that owns an encoder head
             (``Route.PRIMARY`` -> loss suffix ``_enc``, ``Route.INSTRUCT`` -> ``_enc_o2m``).
         image_sizes: (h, w) of each unpadded input image.
+        denoising: per route, the D per-layer predictions of the P denoising queries (DINO/Align in
+            training; empty when no DN query was built).
+        dn_meta: layout of the denoising queries, or None when none was built.
     """
 
     routes: dict[Route, RouteOutput]
     encoder: dict[Route, EncoderPredictions] = field(default_factory=dict)
     image_sizes: list[tuple[int, int]] = field(default_factory=list)
+    denoising: dict[Route, list[Predictions]] = field(default_factory=dict)
+    dn_meta: DNMeta | None = None
 
 
 @dataclass

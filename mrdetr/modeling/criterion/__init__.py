@@ -1,8 +1,17 @@
 """Mr. DETR criterion: per-route matching, focal/L1/GIoU losses and the loss-weight table."""
 
+from .align import AlignCriterion, ia_bce_loss, paired_box_iou, rank_weights
 from .criterion import MrDETRCriterion
+from .dn_criterion import DNCriterion
 from .losses import giou_loss, l1_loss, paired_generalized_box_iou, sigmoid_focal_loss
-from .naming import LOSS_TERMS, ROUTE_LOSSES, RouteLossSpec, encoder_suffix, layer_suffix
+from .naming import (
+    LOSS_TERMS,
+    ROUTE_LOSSES,
+    RouteLossSpec,
+    dn_layer_suffix,
+    encoder_suffix,
+    layer_suffix,
+)
 from .weights import (
     DEFAULT_BASE_WEIGHTS,
     DEFAULT_ENCODER_WEIGHTS,
@@ -11,6 +20,8 @@ from .weights import (
 )
 
 __all__ = [
+    "AlignCriterion",
+    "DNCriterion",
     "DEFAULT_BASE_WEIGHTS",
     "DEFAULT_ENCODER_WEIGHTS",
     "LOSS_TERMS",
@@ -19,10 +30,14 @@ __all__ = [
     "RouteLossSpec",
     "apply_weights",
     "build_weight_dict",
+    "dn_layer_suffix",
     "encoder_suffix",
     "giou_loss",
+    "ia_bce_loss",
     "l1_loss",
     "layer_suffix",
+    "paired_box_iou",
     "paired_generalized_box_iou",
+    "rank_weights",
     "sigmoid_focal_loss",
 ]

@@ -7,6 +7,9 @@ This is the one table that both the criterion and the weight-dict builder read:
 | PRIMARY    | one-to-one  | ``""`` for l = D-1, else ``_{l}``  | ``_enc``     |
 | INSTRUCT   | one-to-many | ``_group_{l}``                     | ``_enc_o2m`` |
 | SEP_FFN    | one-to-many | ``_sep_{l}``                       | ``_enc_sep`` (never produced officially) |
+
+Denoising queries (DINO/Align) of each route: ``_dn`` / ``_dn_o2m`` / ``_dn_sep`` for the final layer and
+``{suffix}_{l}`` for the other layers (``_dn_0``, ``_dn_o2m_3``, ``_dn_sep_4``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ __all__ = [
     "LOSS_TERMS",
     "ROUTE_LOSSES",
     "RouteLossSpec",
+    "dn_layer_suffix",
     "encoder_suffix",
     "layer_suffix",
     "route_loss_spec",
@@ -39,23 +43,37 @@ class RouteLossSpec:
         index_final_layer: whether the final layer's names carry its index (``_group_5``) or not
             (the primary route's ``loss_class``).
         encoder_suffix: suffix of the encoder head that seeds this route.
+        dn_suffix: suffix of the route's denoising-query terms (final layer unindexed).
     """
 
     suffix: str
     one_to_many: bool
     index_final_layer: bool
     encoder_suffix: str
+    dn_suffix: str = ""
 
 
 ROUTE_LOSSES: dict[Route, RouteLossSpec] = {
     Route.PRIMARY: RouteLossSpec(
-        suffix="", one_to_many=False, index_final_layer=False, encoder_suffix="_enc"
+        suffix="",
+        one_to_many=False,
+        index_final_layer=False,
+        encoder_suffix="_enc",
+        dn_suffix="_dn",
     ),
     Route.INSTRUCT: RouteLossSpec(
-        suffix="_group", one_to_many=True, index_final_layer=True, encoder_suffix="_enc_o2m"
+        suffix="_group",
+        one_to_many=True,
+        index_final_layer=True,
+        encoder_suffix="_enc_o2m",
+        dn_suffix="_dn_o2m",
     ),
     Route.SEP_FFN: RouteLossSpec(
-        suffix="_sep", one_to_many=True, index_final_layer=True, encoder_suffix="_enc_sep"
+        suffix="_sep",
+        one_to_many=True,
+        index_final_layer=True,
+        encoder_suffix="_enc_sep",
+        dn_suffix="_dn_sep",
     ),
 }
 
@@ -82,3 +100,12 @@ def layer_suffix(route: Route, layer: int, num_layers: int) -> str:
 def encoder_suffix(route: Route) -> str:
     """Suffix of the loss terms of ``route``'s encoder head."""
     return route_loss_spec(route).encoder_suffix
+
+
+def dn_layer_suffix(route: Route, layer: int, num_layers: int) -> str:
+    """Suffix of the denoising terms of decoder layer ``layer`` (0-based) of ``num_layers`` on ``route``:
+    the final layer is unindexed on every route (``_dn``, ``_dn_o2m``, ``_dn_sep``)."""
+    spec = route_loss_spec(route)
+    if layer == num_layers - 1:
+        return spec.dn_suffix
+    return f"{spec.dn_suffix}_{layer}"

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from mrdetr.modeling.routes import Route
 
-from .naming import encoder_suffix, layer_suffix, route_loss_spec
+from .naming import dn_layer_suffix, encoder_suffix, layer_suffix, route_loss_spec
 
 __all__ = ["DEFAULT_BASE_WEIGHTS", "DEFAULT_ENCODER_WEIGHTS", "apply_weights", "build_weight_dict"]
 
@@ -31,6 +31,7 @@ def build_weight_dict(
     one_to_many: Mapping[str, float] | None = None,
     routes: Iterable[Route] = (Route.PRIMARY, Route.INSTRUCT, Route.SEP_FFN),
     encoder_routes: Iterable[Route] = (Route.PRIMARY, Route.INSTRUCT),
+    denoising: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
     """Weights of every loss term the criterion produces for the given routes and heads.
 
@@ -42,24 +43,34 @@ def build_weight_dict(
         one_to_many: weights of the one-to-many routes' terms (default: ``base``).
         routes: decoder routes that produce terms.
         encoder_routes: routes whose encoder head produces terms.
+        denoising: weights of the denoising terms of every decoder route and layer (DINO/Align:
+            ``loss_class_dn``, ``loss_bbox_dn_0``, ``loss_giou_dn_o2m_3``, ...); None = no DN terms.
 
     Returns:
-        ``{loss name: weight}``; for the defaults the 60 Deformable terms.
+        ``{loss name: weight}``; for the defaults the 60 Deformable terms (114 with ``denoising``).
     """
     base = dict(DEFAULT_BASE_WEIGHTS if base is None else base)
     encoder = dict(DEFAULT_ENCODER_WEIGHTS if encoder is None else encoder)
     one_to_many = base if one_to_many is None else dict(one_to_many)
+    routes = tuple(routes)
     if num_decoder_layers < 1:
         raise ValueError(
             f"build_weight_dict: num_decoder_layers must be >= 1, got {num_decoder_layers}"
         )
 
+    # (weights, suffix function) of every per-layer family of terms a decoder route produces
+    families = [(None, layer_suffix)]
+    if denoising is not None:
+        families.append((dict(denoising), dn_layer_suffix))
     weight_dict: dict[str, float] = {}
-    for route in routes:
-        weights = one_to_many if route_loss_spec(route).one_to_many else base
-        for layer in range(num_decoder_layers):
-            suffix = layer_suffix(route, layer, num_decoder_layers)
-            weight_dict.update({f"{name}{suffix}": float(w) for name, w in weights.items()})
+    for family_weights, suffix_of in families:
+        for route in routes:
+            weights = family_weights
+            if weights is None:
+                weights = one_to_many if route_loss_spec(route).one_to_many else base
+            for layer in range(num_decoder_layers):
+                suffix = suffix_of(route, layer, num_decoder_layers)
+                weight_dict.update({f"{name}{suffix}": float(w) for name, w in weights.items()})
     for route in encoder_routes:
         suffix = encoder_suffix(route)
         weight_dict.update({f"{name}{suffix}": float(w) for name, w in encoder.items()})

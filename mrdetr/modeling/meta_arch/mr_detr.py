@@ -16,11 +16,12 @@ from torch.nn import functional as F
 
 from ...layers import MLP
 from ...structures import ImageList, Instances, box_xyxy_to_cxcywh, inverse_sigmoid
+from ..denoising import ContrastiveDenoising, DNQueries, instruct_attention_mask, split_denoising
 from ..outputs import MrDETROutput, Predictions, RawOutput, RouteOutput
 from ..postprocessing import detector_postprocess, fuse_layer_scores, topk_detections
 from ..routes import Route
 from ..transformer import EncodedImage, MrDETRTransformer
-from .inputs import prepare_targets, validate_inputs
+from .inputs import level_padding_masks, prepare_targets, validate_inputs
 
 
 class MrDETR(nn.Module):
@@ -44,8 +45,12 @@ class MrDETR(nn.Module):
         prior_prob: initial class probability (class-head bias ``-log((1 - p) / p)``).
         instruct_proposal_wh_bias: initial w/h bias of the instruction-route proposal box head
             (-2.0 in the official init; every other box head starts at 0).
+        padding_mask_mode: how pixel padding maps to feature levels (``"interpolate"``, official, or
+            ``"exact"``; see ``level_padding_masks``).
         eval_padding_mask: use the real padding mask at eval (the official code uses none, a bug;
             set False only to reproduce its batched outputs).
+        denoising: contrastive denoising (Mr. DETR-DINO/Align): in training its queries are prepended
+            to every route's matching queries; None (Deformable) builds none. Never used at eval.
     """
 
     def __init__(
@@ -68,6 +73,8 @@ class MrDETR(nn.Module):
         prior_prob: float = 0.01,
         instruct_proposal_wh_bias: float = -2.0,
         eval_padding_mask: bool = True,
+        padding_mask_mode: str = "interpolate",
+        denoising: ContrastiveDenoising | None = None,
     ):
         super().__init__()
         self.backbone = backbone
@@ -94,6 +101,8 @@ class MrDETR(nn.Module):
             tuple(score_fusion_exponents) if score_fusion_exponents is not None else None
         )
         self.eval_padding_mask = eval_padding_mask
+        self.padding_mask_mode = padding_mask_mode
+        self.denoising = denoising
         self._init_heads(prior_prob, instruct_proposal_wh_bias)
 
     def _init_heads(self, prior_prob: float, instruct_wh_bias: float) -> None:
@@ -135,18 +144,36 @@ class MrDETR(nn.Module):
     def encode(self, images: ImageList, mask: Tensor) -> EncodedImage:
         """Backbone, neck, position embeddings and encoder."""
         features = self.neck(self.backbone(images.tensor))
-        masks = [
-            F.interpolate(mask[None].float(), size=f.shape[-2:]).to(torch.bool)[0] for f in features
-        ]
+        shapes = [tuple(f.shape[-2:]) for f in features]
+        masks = level_padding_masks(mask, images.image_sizes, shapes, self.padding_mask_mode)
         pos = [self.position_embedding(m) for m in masks]
         return self.transformer.encode(features, masks, pos)
 
-    def run_route(self, encoded: EncodedImage, route: Route, box_logits: Tensor) -> RouteOutput:
-        """Decode one route from its initial box logits and apply the shared heads per layer."""
+    def run_route(
+        self,
+        encoded: EncodedImage,
+        route: Route,
+        box_logits: Tensor,
+        dn: DNQueries | None = None,
+    ) -> RouteOutput:
+        """Decode one route from its initial box logits and apply the shared heads per layer.
+
+        With ``dn`` the P denoising queries are prepended (content, box logits, self-attention mask)
+        and the output covers all P + Q queries (``split_denoising`` separates them).
+        """
         b = box_logits.shape[0]
         query = self.query_embedding.weight.unsqueeze(0).expand(b, -1, -1)
+        attn_mask = None
+        if dn is not None:
+            query = torch.cat((dn.content, query), 1)
+            box_logits = torch.cat((dn.box_logits, box_logits), 1)
+            attn_mask = dn.attn_mask
+            if route is Route.INSTRUCT:
+                self_attn = self.transformer.decoder.layers[0].self_attn
+                num_instr = self_attn.instruction_content.num_embeddings
+                attn_mask = instruct_attention_mask(attn_mask, dn.meta.num_dn_queries, num_instr)
         hidden, references, deltas = self.transformer.decode(
-            encoded, route, query, box_logits, self.bbox_embed
+            encoded, route, query, box_logits, self.bbox_embed, attn_mask
         )
         init_reference = box_logits.sigmoid()
         layers = []
@@ -156,8 +183,18 @@ class MrDETR(nn.Module):
             layers.append(Predictions(logits=self.class_embed[lvl](hidden[lvl]), boxes=boxes))
         return RouteOutput(layers, hidden, references, init_reference)
 
-    def forward_features(self, batched_inputs: list[dict], routes: Sequence[Route]) -> MrDETROutput:
-        """Run the network for the given routes (no loss, no post-processing)."""
+    def forward_features(
+        self,
+        batched_inputs: list[dict],
+        routes: Sequence[Route],
+        targets: list[dict[str, Tensor]] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> MrDETROutput:
+        """Run the network for the given routes (no loss, no post-processing).
+
+        In training with ``denoising`` and ``targets``, the DN queries are built once (drawing from
+        ``generator``) and shared by all routes; their predictions go to ``MrDETROutput.denoising``.
+        """
         images, mask = self.preprocess(batched_inputs)
         encoded = self.encode(images, mask)
         primary = self.transformer.select(encoded, Route.PRIMARY)
@@ -167,9 +204,23 @@ class MrDETR(nn.Module):
         if Route.INSTRUCT in routes:
             instruct = self.transformer.select(encoded, Route.INSTRUCT)
             out.encoder[Route.INSTRUCT] = instruct.predictions
+        dn = None
+        if self.training and self.denoising is not None and targets is not None:
+            dn = self.denoising(targets, primary.box_logits.shape[1], generator)
         for route in routes:
             seed = instruct if route is Route.INSTRUCT else primary
-            out.routes[route] = self.run_route(encoded, route, seed.box_logits)
+            if dn is None:
+                route_out = self.run_route(encoded, route, seed.box_logits)
+            else:
+                route_out = self.run_route(encoded, route, seed.box_logits, dn)
+                route_out, out.denoising[route] = split_denoising(route_out, dn.meta.num_dn_queries)
+            out.routes[route] = route_out
+        if dn is not None:
+            out.dn_meta = dn.meta
+        elif self.training and self.denoising is not None and routes:
+            # keep label_enc in the graph without DN queries (DDP without find_unused_parameters)
+            first = out.routes[routes[0]].layers[0]
+            first.logits = first.logits + self.denoising.graph_anchor()
         return out
 
     # ------------------------------------------------------------------------------ entry points
@@ -184,8 +235,9 @@ class MrDETR(nn.Module):
         """Weighted loss terms of one training batch (official key names)."""
         if self.criterion is None:
             raise RuntimeError("MrDETR was built without a criterion: it cannot compute losses")
-        outputs = self.forward_features(batched_inputs, self.train_routes)
+        validate_inputs(batched_inputs, require_instances=True)
         targets = prepare_targets(batched_inputs, self.device)
+        outputs = self.forward_features(batched_inputs, self.train_routes, targets, generator)
         losses = self.criterion(outputs, targets, generator=generator)
         from ..criterion import apply_weights
 
