@@ -9,6 +9,7 @@ train = dict(
     ddp=dict(broadcast_buffers=False, find_unused_parameters=False),
     checkpointer=dict(period=5000, max_to_keep=100),
     eval_period=5000,
+    eval_at_start=False,  # also evaluate before the first iteration
     log_period=20,
     device="auto",  # "auto": cuda if available, else cpu
     seed=-1,  # -1: a random seed, logged in log.txt

@@ -182,6 +182,9 @@ def do_train(cfg: Any, args: argparse.Namespace) -> Trainer:
             else None,
         ]
     )
+    if cfg.train.get("eval_at_start", False) and start_iter == 0:
+        logger.info("Evaluating before training (train.eval_at_start=True).")
+        do_test(cfg, model, ema=ema)
     ddp_model.train()
     trainer.train(start_iter, max_iter)
     return trainer

@@ -72,6 +72,7 @@ class ResNet(nn.Module):
         freeze_at: 0 trains everything; 1 freezes the stem; k freezes the stem and ``res2..res{k}``.
         stem_out_channels: stem width.
         res2_out_channels: output channels of res2 (doubles per stage).
+        num_blocks: bottleneck blocks per stage, overriding the ``depth`` preset (small models).
 
     Shapes:
         input [B, 3, H, W] normalised image; output ``{name: [B, C_name, H / s, W / s]}`` with strides
@@ -88,9 +89,10 @@ class ResNet(nn.Module):
         freeze_at: int = 1,
         stem_out_channels: int = 64,
         res2_out_channels: int = 256,
+        num_blocks: Sequence[int] | None = None,
     ):
         super().__init__()
-        if depth not in self._DEPTHS:
+        if num_blocks is None and depth not in self._DEPTHS:
             raise ValueError(f"ResNet depth must be one of {sorted(self._DEPTHS)}, got {depth}")
         self.out_features = tuple(out_features)
         self.stem = BasicStem(3, stem_out_channels)
@@ -98,7 +100,10 @@ class ResNet(nn.Module):
         self.stage_names = []
         self._out_channels: dict[str, int] = {}
         self._strides: dict[str, int] = {}
-        for idx, n_blocks in enumerate(self._DEPTHS[depth]):
+        stages = tuple(num_blocks) if num_blocks is not None else self._DEPTHS[depth]
+        if len(stages) != 4 or min(stages) < 1:
+            raise ValueError(f"ResNet num_blocks must be 4 positive counts, got {stages}")
+        for idx, n_blocks in enumerate(stages):
             name = f"res{idx + 2}"
             first_stride = 1 if idx == 0 else 2
             blocks = []

@@ -65,7 +65,10 @@ def prepare_targets(batched_inputs: list[dict], device: torch.device) -> list[di
         if not bool(keep.all()):
             logger.warning(
                 "batched_inputs[%d]: dropped %d gt box(es) lying outside the %dx%d image",
-                i, int((~keep).sum()), h, w,
+                i,
+                int((~keep).sum()),
+                h,
+                w,
             )
         if labels.numel() and (labels.min() < 0):
             raise ValueError(f"batched_inputs[{i}]: gt_classes must be >= 0, got {labels.tolist()}")

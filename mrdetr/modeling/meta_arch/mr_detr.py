@@ -12,15 +12,16 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from ...layers import MLP
-from ...structures import ImageList, Instances, box_xyxy_to_cxcywh, inverse_sigmoid
+from ...structures import ImageList, Instances, inverse_sigmoid
+from ..criterion import apply_weights
 from ..denoising import ContrastiveDenoising, DNQueries, instruct_attention_mask, split_denoising
 from ..outputs import MrDETROutput, Predictions, RawOutput, RouteOutput
 from ..postprocessing import detector_postprocess, fuse_layer_scores, topk_detections
 from ..routes import Route
 from ..transformer import EncodedImage, MrDETRTransformer
+from ..transformer.moe import collect_moe_aux_losses, reset_moe_aux_losses
 from .inputs import level_padding_masks, prepare_targets, validate_inputs
 
 
@@ -116,7 +117,9 @@ class MrDETR(nn.Module):
             nn.init.zeros_(head.layers[-1].weight)
             nn.init.zeros_(head.layers[-1].bias)
         if Route.INSTRUCT.value in heads:
-            nn.init.constant_(heads[Route.INSTRUCT.value].bbox_embed.layers[-1].bias[2:], instruct_wh_bias)
+            nn.init.constant_(
+                heads[Route.INSTRUCT.value].bbox_embed.layers[-1].bias[2:], instruct_wh_bias
+            )
         nn.init.normal_(self.query_embedding.weight)
 
     @property
@@ -231,17 +234,30 @@ class MrDETR(nn.Module):
         raw = self.forward_raw(batched_inputs)
         return self.postprocess(raw, batched_inputs)
 
-    def losses(self, batched_inputs: list[dict], generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def losses(
+        self, batched_inputs: list[dict], generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
         """Weighted loss terms of one training batch (official key names)."""
         if self.criterion is None:
             raise RuntimeError("MrDETR was built without a criterion: it cannot compute losses")
         validate_inputs(batched_inputs, require_instances=True)
         targets = prepare_targets(batched_inputs, self.device)
+        reset_moe_aux_losses(self)
         outputs = self.forward_features(batched_inputs, self.train_routes, targets, generator)
-        losses = self.criterion(outputs, targets, generator=generator)
-        from ..criterion import apply_weights
+        unweighted = self.criterion_losses(outputs, targets, batched_inputs, generator)
+        losses = apply_weights(unweighted, self.weight_dict)
+        losses.update(collect_moe_aux_losses(self))  # Mr. DETR++ balance losses (already weighted)
+        return losses
 
-        return apply_weights(losses, self.weight_dict)
+    def criterion_losses(
+        self,
+        outputs: MrDETROutput,
+        targets: list[dict[str, Tensor]],
+        batched_inputs: list[dict],
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """Unweighted loss terms of one forward (subclasses add their own, e.g. masks)."""
+        return self.criterion(outputs, targets, generator=generator)
 
     @torch.no_grad()
     def forward_raw(self, batched_inputs: list[dict]) -> RawOutput:

@@ -16,11 +16,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ...structures import Boxes, ImageList, Instances
-from ..outputs import RawOutput, RouteOutput
+from ..outputs import MrDETROutput, RawOutput, RouteOutput
 from ..postprocessing import detector_postprocess, fuse_layer_scores, topk_detections
 from ..routes import Route
 from ..transformer import EncodedImage
-from .inputs import prepare_targets, validate_inputs
 from .mr_detr import MrDETR
 
 __all__ = ["MrDETRInstanceSeg", "SegEncodedImage", "SegRawOutput", "SegRouteOutput"]
@@ -116,25 +115,19 @@ class MrDETRInstanceSeg(MrDETR):
         return SegRouteOutput(**values, pred_masks=self.mask_logits(encoded, out.hidden[-1]))
 
     # ------------------------------------------------------------------------------ entry points
-    def losses(
-        self, batched_inputs: list[dict], generator: torch.Generator | None = None
+    def criterion_losses(
+        self,
+        outputs: MrDETROutput,
+        targets: list[dict[str, Tensor]],
+        batched_inputs: list[dict],
+        generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
-        """Weighted box and mask loss terms (official names, incl. ``loss_mask``/``loss_dice_o2m``...)."""
-        if self.criterion is None:
-            raise RuntimeError(
-                "MrDETRInstanceSeg was built without a criterion: it cannot compute losses"
-            )
-        validate_inputs(batched_inputs, require_instances=True)
-        targets = prepare_targets(batched_inputs, self.device)
+        """Box terms plus ``loss_mask``/``loss_dice`` (``_o2m``, ``_sep``) on each route's last layer."""
         target_masks = prepare_target_masks(batched_inputs, self.device)
-        outputs = self.forward_features(batched_inputs, self.train_routes, targets, generator)
         pred_masks = {route: out.pred_masks for route, out in outputs.routes.items()}
-        losses = self.criterion(
+        return self.criterion(
             outputs, targets, generator=generator, pred_masks=pred_masks, target_masks=target_masks
         )
-        from ..criterion import apply_weights
-
-        return apply_weights(losses, self.weight_dict)
 
     @torch.no_grad()
     def forward_raw(self, batched_inputs: list[dict]) -> SegRawOutput:
