@@ -167,3 +167,16 @@ def test_cli(tmp_path, capsys):
     data = json.loads(open(paths["val_json"]).read())
     assert [c["id"] for c in data["categories"]] == [1, 3, 5]
     assert sorted(os.listdir(paths["train_images"])) == ["000000.png", "000001.png"]
+
+
+def test_cli_if_missing_generates_once(tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = ["--output", str(out), "--num-train", "2", "--num-val", "1", "--image-size", "32",
+            "--quiet", "--if-missing"]  # fmt: skip
+    paths = syn.main(args)
+    stamp = os.path.getmtime(paths["train_json"])
+    assert syn.main(args) == {}
+    assert "nothing to do" in capsys.readouterr().out
+    assert os.path.getmtime(paths["train_json"]) == stamp
+    with pytest.raises(Exception, match="already exists"):
+        syn.main(args[:-1])  # without --if-missing an existing dataset is an error

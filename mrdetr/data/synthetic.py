@@ -212,7 +212,15 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     parser.add_argument("--format", choices=_FORMATS, default="jpg")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="do nothing when a complete dataset already exists at --output",
+    )
     args = parser.parse_args(argv)
+    if args.if_missing and not args.overwrite and _is_complete(os.path.abspath(args.output)):
+        print(f"synthetic dataset already present at {args.output}; nothing to do")
+        return {}
     paths = generate_synthetic_dataset(
         args.output,
         num_train=args.num_train,

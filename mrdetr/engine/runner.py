@@ -128,6 +128,23 @@ def _train_settings(cfg: Any) -> dict[str, Any]:
     )
 
 
+class LoaderSeed:
+    """The training loader's seed as checkpoint state, so ``--resume`` continues the same stream.
+
+    Args:
+        seed: the configured ``dataloader.train.seed``; None draws one shared by all processes.
+    """
+
+    def __init__(self, seed: int | None):
+        self.seed = int(seed) if seed is not None else int(comm.shared_random_seed())
+
+    def state_dict(self) -> dict[str, int]:
+        return {"seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.seed = int(state["seed"])
+
+
 def do_train(cfg: Any, args: argparse.Namespace) -> Trainer:
     """Build everything from ``cfg`` and train; resume when ``args.resume``.
 
@@ -146,6 +163,7 @@ def do_train(cfg: Any, args: argparse.Namespace) -> Trainer:
         device_type=device_type,
     )
     output_dir = cfg.train.output_dir
+    loader_seed = LoaderSeed(cfg.dataloader.train.get("seed", None))
     checkpointer = Checkpointer(
         model,
         output_dir,
@@ -153,10 +171,13 @@ def do_train(cfg: Any, args: argparse.Namespace) -> Trainer:
         scheduler=scheduler,
         grad_scaler=grad_scaler,
         ema=ema,
+        data_loader=loader_seed,
     )
     start_iter = checkpointer.resume_or_load(
         cfg.train.init_checkpoint, resume=bool(getattr(args, "resume", False))
     )
+    # the data stream is a function of this seed: a resumed run continues the same stream
+    cfg.dataloader.train.seed = loader_seed.seed
     ddp_model = create_ddp_model(model, **dict(cfg.train.get("ddp", {})))
     if start_iter > 0 or "start_iter" in cfg.dataloader.train:
         # the loader counts batches; one iteration consumes grad_accum_steps of them
