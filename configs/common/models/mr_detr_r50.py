@@ -114,4 +114,5 @@ model = L(MrDETR)(
     instruct_proposal_wh_bias=-2.0,
     eval_padding_mask=True,  # the official code uses an all-zero mask at eval (a bug)
     padding_mask_mode="interpolate",  # official; "exact" marks only tokens an image has alone
+    size_divisibility=0,  # official: no rounding of the padded batch size
 )

@@ -48,6 +48,9 @@ class MrDETR(nn.Module):
             (-2.0 in the official init; every other box head starts at 0).
         padding_mask_mode: how pixel padding maps to feature levels (``"interpolate"``, official, or
             ``"exact"``; see ``level_padding_masks``).
+        size_divisibility: pad batches to a multiple of this (0: official, no rounding). On CPU, a
+            few distinct padded shapes let oneDNN reuse its convolution kernels across iterations
+            (a new input shape costs a kernel build in forward and backward).
         eval_padding_mask: use the real padding mask at eval (the official code uses none, a bug;
             set False only to reproduce its batched outputs).
         denoising: contrastive denoising (Mr. DETR-DINO/Align): in training its queries are prepended
@@ -75,6 +78,7 @@ class MrDETR(nn.Module):
         instruct_proposal_wh_bias: float = -2.0,
         eval_padding_mask: bool = True,
         padding_mask_mode: str = "interpolate",
+        size_divisibility: int = 0,
         denoising: ContrastiveDenoising | None = None,
     ):
         super().__init__()
@@ -103,6 +107,7 @@ class MrDETR(nn.Module):
         )
         self.eval_padding_mask = eval_padding_mask
         self.padding_mask_mode = padding_mask_mode
+        self.size_divisibility = size_divisibility
         self.denoising = denoising
         self._init_heads(prior_prob, instruct_proposal_wh_bias)
 
@@ -138,7 +143,7 @@ class MrDETR(nn.Module):
             (x["image"].to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std
             for x in batched_inputs
         ]
-        image_list = ImageList.from_tensors(images)
+        image_list = ImageList.from_tensors(images, self.size_divisibility)
         mask = image_list.padding_mask()
         if not self.training and not self.eval_padding_mask:
             mask = torch.zeros_like(mask)
