@@ -22,6 +22,13 @@ def test_the_official_config_paths_exist():
         assert official in names
 
 
+def _select(cfg, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
 @pytest.mark.parametrize(
     "path", PROJECT_CONFIGS, ids=lambda p: str(p.relative_to(REPO / "projects"))
 )
