@@ -269,11 +269,14 @@ class MrDETR(nn.Module):
         """Primary route only: fused final logits [B, Q, C] and boxes [B, Q, 4] (normalised cxcywh)."""
         out = self.forward_features(batched_inputs, (Route.PRIMARY,))
         layers = out.routes[Route.PRIMARY].layers
-        if self.score_fusion_exponents is not None:
-            logits = fuse_layer_scores([p.logits for p in layers], self.score_fusion_exponents)
-        else:
-            logits = layers[-1].logits
-        return RawOutput(logits, layers[-1].boxes, out.image_sizes)
+        return RawOutput(self.final_logits(layers), layers[-1].boxes, out.image_sizes)
+
+    def final_logits(self, layers: list[Predictions]) -> Tensor:
+        """Final-layer logits [B, Q, C] for inference: the eval-time cross-layer score fusion, or
+        the last layer's logits when ``score_fusion_exponents`` is None."""
+        if self.score_fusion_exponents is None:
+            return layers[-1].logits
+        return fuse_layer_scores([p.logits for p in layers], self.score_fusion_exponents)
 
     def postprocess(self, raw: RawOutput, batched_inputs: list[dict]) -> list[dict[str, Instances]]:
         """Top-K detections rescaled to each input's requested ``height``/``width``."""

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from ...structures import Boxes, ImageList, Instances
 from ..outputs import MrDETROutput, RawOutput, RouteOutput
-from ..postprocessing import detector_postprocess, fuse_layer_scores, topk_detections
+from ..postprocessing import detector_postprocess, topk_detections
 from ..routes import Route
 from ..transformer import EncodedImage
 from .mr_detr import MrDETR
@@ -135,10 +135,7 @@ class MrDETRInstanceSeg(MrDETR):
         out = self.forward_features(batched_inputs, (Route.PRIMARY,))
         primary = out.routes[Route.PRIMARY]
         layers = primary.layers
-        if self.score_fusion_exponents is not None:
-            logits = fuse_layer_scores([p.logits for p in layers], self.score_fusion_exponents)
-        else:
-            logits = layers[-1].logits
+        logits = self.final_logits(layers)
         padded = (
             max(h for h, _ in out.image_sizes),
             max(w for _, w in out.image_sizes),
