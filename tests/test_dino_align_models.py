@@ -23,7 +23,7 @@ TERMS = ("class", "bbox", "giou")
 
 
 # a few DN groups keep the tiny runs fast (3 GT -> G = 2, P = 12; counts for 100 in test_denoising.py)
-TINY_DN = ["model.denoising.dn_number=6"]
+TINY_DN = ["model.dn_number=6"]
 
 
 def _tiny(variant, extra=(), seed=0):
@@ -84,7 +84,7 @@ def test_tiny_training_terms_and_every_parameter_gets_a_gradient(variant):
 def test_dn_off_gives_zero_dn_terms_and_the_same_other_terms(variant):
     batch = tiny_batch((3, 1))
     with_dn = _losses_and_grads(_tiny(variant), batch)
-    model = _tiny(variant, ["model.denoising.dn_number=0"])
+    model = _tiny(variant, ["model.dn_number=0"])
     without = _losses_and_grads(model, batch)
     assert set(without) == TINY_NAMES
     for key, value in without.items():

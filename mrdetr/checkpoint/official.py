@@ -41,7 +41,10 @@ _RULES: list[tuple[str, str]] = [
     (_D + "ffns.0.layers.1.linear_sep.", _D + "ffn.sep.fc2."),
     (_D + "norms.0.", _D + "norm_cross."),
     (_D + "norms.1.", _D + "norm_ffn."),
-    ("transformer.decoder.class_embed_o2m_encoder.", "transformer.proposals.heads.instruct.class_embed."),
+    (
+        "transformer.decoder.class_embed_o2m_encoder.",
+        "transformer.proposals.heads.instruct.class_embed.",
+    ),
     ("transformer.decoder.bbox_embed_enc_o2m.", "transformer.proposals.heads.instruct.bbox_embed."),
     ("transformer.enc_output.", "transformer.proposals.enc_output."),
     ("transformer.enc_output_norm.", "transformer.proposals.enc_output_norm."),
@@ -68,7 +71,12 @@ def _rename(key: str, rules: list[tuple[re.Pattern, str]]) -> str:
 
 _DEC = r"transformer\.decoder\.layers\.(\d+)\."
 _HEAD = re.compile(r"^(?:transformer\.decoder\.)?(class_embed|bbox_embed)\.(\d+)\.(.*)$")
-_OFFICIAL_MARKERS = ("attentions.0.", "ffns.0.", "transformer.enc_output.", "class_embed_o2m_encoder")
+_OFFICIAL_MARKERS = (
+    "attentions.0.",
+    "ffns.0.",
+    "transformer.enc_output.",
+    "class_embed_o2m_encoder",
+)
 
 
 class IncompatibleKeys(NamedTuple):
@@ -128,9 +136,13 @@ def convert_ours_to_official(state_dict: Mapping[str, Tensor]) -> dict[str, Tens
     aliases: dict[str, Tensor] = {}
     for key, value in state_dict.items():
         m = re.match(r"^(class_embed|bbox_embed)\.(\d+)\.(.*)$", key)
-        p = re.match(r"^transformer\.proposals\.heads\.primary\.(class_embed|bbox_embed)\.(.*)$", key)
+        p = re.match(
+            r"^transformer\.proposals\.heads\.primary\.(class_embed|bbox_embed)\.(.*)$", key
+        )
         if m or p:
-            name, idx, rest = (m.group(1), m.group(2), m.group(3)) if m else (p.group(1), num_layers, p.group(2))
+            name, idx, rest = (
+                (m.group(1), m.group(2), m.group(3)) if m else (p.group(1), num_layers, p.group(2))
+            )
             out[f"transformer.decoder.{name}.{idx}.{rest}"] = value
             aliases[f"{name}.{idx}.{rest}"] = value
             continue
@@ -142,6 +154,27 @@ def convert_ours_to_official(state_dict: Mapping[str, Tensor]) -> dict[str, Tens
 def _num_decoder_layers_ours(keys) -> int:
     idx = {int(m.group(1)) for k in keys if (m := re.match(r"class_embed\.(\d+)\.", k))}
     return max(idx) + 1 if idx else _num_decoder_layers(keys)
+
+
+def convert_to_ours(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Detect the layout of a state dict and rename it to ours.
+
+    Handles the official Mr. DETR layout (every variant), our own layout (unchanged), and ImageNet
+    backbone files for initialisation: torchvision ResNet (``conv1``, ``layer1``...) and plain Swin
+    (Microsoft release or timm) — those become ``backbone.*`` keys.
+    """
+    from .resnet import convert_torchvision_resnet_to_ours, is_torchvision_resnet
+    from .swin import convert_swin_imagenet_to_ours
+
+    if is_official_layout(state_dict):
+        return convert_official_to_ours(state_dict)
+    if is_torchvision_resnet(state_dict):
+        return convert_torchvision_resnet_to_ours(state_dict)
+    if any(k.startswith("patch_embed.") for k in state_dict) and not any(
+        k.startswith("backbone.") for k in state_dict
+    ):
+        return convert_swin_imagenet_to_ours(state_dict)
+    return dict(state_dict)
 
 
 def load_checkpoint_file(path: str | os.PathLike, *, trusted: bool = False) -> dict:
@@ -205,9 +238,7 @@ def load_official(
         if isinstance(state_dict_or_path, (str, os.PathLike))
         else state_dict_or_path
     )
-    state_dict = extract_state_dict(obj)
-    if is_official_layout(state_dict):
-        state_dict = convert_official_to_ours(state_dict)
+    state_dict = convert_to_ours(extract_state_dict(obj))
     own = model.state_dict()
     mismatched = [
         f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"

@@ -89,7 +89,7 @@ _ZOO: dict[str, ModelZooEntry] = {
         "Mr. DETR-Align, Swin-L (IN-22k), 4 scales, 12 epochs, 900 queries (COCO)",
     ),
     "mr_detr_align_swinl_12ep_900q_objects365": ModelZooEntry(
-        _ALIGN + "deformable_detr_swinl_two_stage_12ep_plusplus_5scale.py",
+        _ALIGN + "deformable_detr_swinl_two_stage_12ep_plusplus_5scale_fintuning.py",
         "MrDETR_align_swinl_12ep_900q_objects365_processed.pth",
         "Mr. DETR-Align, Swin-L, Objects365 pre-training processed for COCO fine-tuning (5 scales)",
     ),

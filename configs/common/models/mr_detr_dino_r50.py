@@ -16,11 +16,12 @@ from mrdetr.modeling.matcher import HungarianMatcher, OneToManyAssigner
 from .mr_detr_r50 import model
 
 model.num_queries = 900  # mr_detr_r50: 300
+model.dn_number = 100  # official key; 0 turns denoising off
 
 model.denoising = L(ContrastiveDenoising)(
     num_classes="${..num_classes}",
     embed_dim="${..embed_dim}",
-    dn_number=100,
+    dn_number="${..dn_number}",
     label_noise_ratio=0.5,
     box_noise_scale=0.4,
 )

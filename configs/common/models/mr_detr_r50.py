@@ -109,7 +109,10 @@ model = L(MrDETR)(
     pixel_std=[58.395, 57.12, 57.375],
     train_routes=["primary", "instruct", "sep_ffn"],
     select_box_nums_for_evaluation=300,
-    score_fusion_exponents=[2.001, 1.853],  # eval-time cross-layer score fusion (official constants)
+    score_fusion_exponents=[
+        2.001,
+        1.853,
+    ],  # eval-time cross-layer score fusion (official constants)
     prior_prob=0.01,
     instruct_proposal_wh_bias=-2.0,
     eval_padding_mask=True,  # the official code uses an all-zero mask at eval (a bug)

@@ -55,6 +55,8 @@ class MrDETR(nn.Module):
             set False only to reproduce its batched outputs).
         denoising: contrastive denoising (Mr. DETR-DINO/Align): in training its queries are prepended
             to every route's matching queries; None (Deformable) builds none. Never used at eval.
+        dn_number: the official config key ``model.dn_number``: DN budget before doubling (100);
+            0 turns DN off. Sets ``denoising.dn_number``; None keeps the module's own value.
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class MrDETR(nn.Module):
         padding_mask_mode: str = "interpolate",
         size_divisibility: int = 0,
         denoising: ContrastiveDenoising | None = None,
+        dn_number: int | None = None,
     ):
         super().__init__()
         self.backbone = backbone
@@ -109,6 +112,10 @@ class MrDETR(nn.Module):
         self.padding_mask_mode = padding_mask_mode
         self.size_divisibility = size_divisibility
         self.denoising = denoising
+        if dn_number is not None:
+            if denoising is None:
+                raise ValueError("dn_number is set but the model has no denoising module")
+            denoising.dn_number = int(dn_number)
         self._init_heads(prior_prob, instruct_proposal_wh_bias)
 
     def _init_heads(self, prior_prob: float, instruct_wh_bias: float) -> None:

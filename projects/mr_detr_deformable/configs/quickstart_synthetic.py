@@ -55,7 +55,9 @@ model.criterion.one_to_many_matcher.num_queries = 150
 optimizer.lr = 4e-4
 optimizer.params.rules = [{"pattern": ["reference_points", "sampling_offsets"], "lr_factor": 0.1}]
 
-lr_multiplier = iteration_step_scheduler(max_iter=MAX_ITER, decay_iter=int(MAX_ITER * 0.85), warmup_iters=100)
+lr_multiplier = iteration_step_scheduler(
+    max_iter=MAX_ITER, decay_iter=int(MAX_ITER * 0.85), warmup_iters=100
+)
 
 train.output_dir = "./output/quickstart_synthetic"
 train.max_iter = MAX_ITER
