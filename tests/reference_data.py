@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import pytest
@@ -30,7 +30,7 @@ def require_reference(*names: str) -> Path:
     return root
 
 
-@lru_cache(maxsize=None)
+@cache
 def layout(short_name: str) -> dict:
     root = require_reference(f"{short_name}.layout.json")
     return json.loads((root / f"{short_name}.layout.json").read_text())

@@ -33,7 +33,9 @@ def test_train_forward_returns_weighted_official_loss_names():
         [{"labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}] * 2,
     )
     assert set(raw) == set(losses)
-    assert model.weight_dict["loss_bbox_enc"] == 15.0 and model.weight_dict["loss_class_sep_1"] == 2.0
+    assert (
+        model.weight_dict["loss_bbox_enc"] == 15.0 and model.weight_dict["loss_class_sep_1"] == 2.0
+    )
 
 
 def test_backward_reaches_every_trainable_parameter():
@@ -97,7 +99,11 @@ def test_only_primary_route_runs_at_inference(monkeypatch):
     model.eval()
     seen = []
     original = model.run_route
-    monkeypatch.setattr(model, "run_route", lambda enc, route, *rest: seen.append(route) or original(enc, route, *rest))
+    monkeypatch.setattr(
+        model,
+        "run_route",
+        lambda enc, route, *rest: seen.append(route) or original(enc, route, *rest),
+    )
     model(tiny_batch())
     assert seen == [Route.PRIMARY]
 
@@ -134,7 +140,9 @@ def test_boxes_partly_outside_are_clipped_and_outside_dropped():
         (lambda b: b[0].pop("image"), KeyError, "no 'image'"),
         (lambda b: b[1].pop("instances"), KeyError, "no 'instances'"),
         (
-            lambda b: b[0]["instances"].gt_boxes.tensor.__setitem__(0, torch.tensor([30.0, 5, 10, 40])),
+            lambda b: b[0]["instances"].gt_boxes.tensor.__setitem__(
+                0, torch.tensor([30.0, 5, 10, 40])
+            ),
             ValueError,
             "x2 >= x1",
         ),

@@ -11,7 +11,13 @@ import json
 
 import pytest
 import torch
-from reference_data import eval_batched_inputs, official_weights, ref_inputs, ref_outputs, reference_dir
+from reference_data import (
+    eval_batched_inputs,
+    official_weights,
+    ref_inputs,
+    ref_outputs,
+    reference_dir,
+)
 from scipy.optimize import linear_sum_assignment
 from tiny_model import MODEL_CONFIG
 
@@ -102,9 +108,13 @@ def test_300q_instances_match(model_300q):
     assert out.image_size == tuple(ref["image_size"])
     assert len(out) == len(ref["scores"])
     # top-K scores agree as a sorted list; boxes agree per (score-matched) detection set
-    torch.testing.assert_close(out.scores.sort().values, ref["scores"].sort().values, atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        out.scores.sort().values, ref["scores"].sort().values, atol=ATOL, rtol=0
+    )
     rows, cols = _match(out.pred_boxes.tensor, ref["pred_boxes"])
-    _close(out.pred_boxes.tensor[rows] / 720, ref["pred_boxes"][cols] / 720, "pred_boxes (relative)")
+    _close(
+        out.pred_boxes.tensor[rows] / 720, ref["pred_boxes"][cols] / 720, "pred_boxes (relative)"
+    )
 
 
 def test_900q_eval_matches():
@@ -164,7 +174,11 @@ def test_batched_eval_uses_the_padding_mask(model_300q):
         # the backbone border effect: the top-left interior of image 0 is untouched by padding
         feats_single = model.backbone(model.preprocess(eval_batched_inputs((0,)))[0].tensor)
         feats_batch = model.backbone(images.tensor)
-        _close(feats_batch["res3"][0, :, :30, :50], feats_single["res3"][0, :, :30, :50], "res3 interior")
+        _close(
+            feats_batch["res3"][0, :, :30, :50],
+            feats_single["res3"][0, :, :30, :50],
+            "res3 interior",
+        )
     for i in (0, 1):
         rows, cols = _match(boxes[i], singles[i][1][0])
         _close(boxes[i][rows], singles[i][1][0][cols], f"batched boxes {i}")
@@ -185,7 +199,9 @@ def test_300q_training_losses_match(model_300q):
         {
             "image": img,
             "instances": Instances(
-                tuple(img.shape[-2:]), gt_boxes=Boxes(gt["boxes_xyxy_abs"]), gt_classes=gt["classes"]
+                tuple(img.shape[-2:]),
+                gt_boxes=Boxes(gt["boxes_xyxy_abs"]),
+                gt_classes=gt["classes"],
             ),
         }
         for img, gt in zip(inputs["eval_images"], inputs["train_gt"])

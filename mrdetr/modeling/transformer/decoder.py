@@ -52,7 +52,9 @@ class InstructiveSelfAttention(nn.Module):
         self.norm_instruct = nn.LayerNorm(embed_dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, pos: Tensor, route: Route, attn_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, pos: Tensor, route: Route, attn_mask: Tensor | None = None
+    ) -> Tensor:
         """Attend among queries.
 
         Args:
@@ -193,7 +195,9 @@ class MultiRouteDecoder(nn.Module):
     ):
         super().__init__()
         if ffn_factory is None:
-            ffn_factory = partial(RouteFFN, embed_dim=embed_dim, hidden_dim=ffn_dim, dropout=dropout)
+            ffn_factory = partial(
+                RouteFFN, embed_dim=embed_dim, hidden_dim=ffn_dim, dropout=dropout
+            )
         self.layers = nn.ModuleList(
             MultiRouteDecoderLayer(
                 self_attn=InstructiveSelfAttention(

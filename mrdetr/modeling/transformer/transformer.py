@@ -81,7 +81,9 @@ class MrDETRTransformer(nn.Module):
                 m.reset_parameters()
         nn.init.normal_(self.level_embeds)
 
-    def encode(self, features: list[Tensor], masks: list[Tensor], pos_embeds: list[Tensor]) -> EncodedImage:
+    def encode(
+        self, features: list[Tensor], masks: list[Tensor], pos_embeds: list[Tensor]
+    ) -> EncodedImage:
         """Flatten the levels, run the encoder and prepare the proposal inputs.
 
         Args:

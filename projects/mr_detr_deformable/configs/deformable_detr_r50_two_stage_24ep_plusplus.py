@@ -1,7 +1,6 @@
 """Mr. DETR-Deformable, R50, 900 queries, 24 epochs (COCO 51.4 AP)."""
 
 from ....configs.common.coco_schedule import lr_multiplier_24ep as lr_multiplier
-
 from .deformable_detr_r50_two_stage_12ep_plusplus import dataloader, model, optimizer, train
 
 # 24-epoch position embedding (12ep: temperature 10000, offset -0.5)
