@@ -79,8 +79,19 @@ def main(argv=None) -> None:
         model.zero_grad(set_to_none=True)
         sum(model(train_batch).values()).backward()
 
+    from tiny_model import tiny_batch, tiny_model
+
+    tiny, tiny_inputs = tiny_model(), tiny_batch(num_boxes=(3, 2))
+    tiny.train()
+
+    def tiny_step():
+        tiny.zero_grad(set_to_none=True)
+        sum(tiny(tiny_inputs).values()).backward()
+
     torch.manual_seed(5)
     rows = []
+    t_tiny, s_tiny = _median_time(tiny_step, args.warmup, args.runs)
+    rows.append(("tiny test model fwd+bwd (2 images)", t_tiny, s_tiny, 1.0 / t_tiny))
     t_eval, s_eval = _median_time(eval_forward, args.warmup, args.runs)
     rows.append(("eval forward (primary route only)", t_eval, s_eval, ORIGINAL["eval"] / t_eval))
     t_all, s_all = _median_time(eval_all_routes, args.warmup, args.runs)

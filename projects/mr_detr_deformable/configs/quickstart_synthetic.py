@@ -11,7 +11,7 @@ from ....configs.common.models.mr_detr_r50 import model
 from ....configs.common.optim import optimizer
 from ....configs.common.train import train
 
-MAX_ITER = 800
+MAX_ITER = 750
 
 dataloader.train.dataset = "synthetic_train"
 dataloader.train.total_batch_size = 8
@@ -61,8 +61,8 @@ lr_multiplier = iteration_step_scheduler(
 
 train.output_dir = "./output/quickstart_synthetic"
 train.max_iter = MAX_ITER
-train.eval_period = 200
-train.checkpointer.period = 200
+train.eval_period = MAX_ITER  # AP at the start (eval_at_start) and at the end
+train.checkpointer.period = 250
 train.checkpointer.max_to_keep = 2
 train.log_period = 50
 train.seed = 42
