@@ -29,6 +29,8 @@ dataloader.train = L(build_detection_train_loader)(
             crop_pre_sizes=[400, 500, 600],
             crop_min_size=384,
             crop_max_size=600,
+            flip_prob=0.5,
+            crop_prob=0.5,  # probability of the resize -> crop -> resize branch
         ),
         mask_on=False,
         img_format="RGB",
