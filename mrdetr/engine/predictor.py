@@ -19,6 +19,7 @@ single-image calls), and boxes come back in the coordinates of the ORIGINAL imag
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
 from .defaults import resolve_device
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Detections", "ImageInput", "Predictor", "build_predictor_model", "load_config"]
 
@@ -221,9 +224,16 @@ class Predictor:
     def _class_names(metadata_dataset: str | None) -> list[str] | None:
         if metadata_dataset is None:
             return None
-        from ..data import MetadataCatalog
+        from ..data import DatasetCatalog, MetadataCatalog
 
         names = MetadataCatalog.get(metadata_dataset).get("thing_classes")
+        if names is None and metadata_dataset in DatasetCatalog:
+            # COCO-format datasets (synthetic_* among them) set their class names when loaded
+            try:
+                DatasetCatalog.get(metadata_dataset)
+            except (FileNotFoundError, ValueError) as exc:
+                logger.warning("no class names from '%s': %s", metadata_dataset, exc)
+            names = MetadataCatalog.get(metadata_dataset).get("thing_classes")
         return list(names) if names is not None else None
 
     # ------------------------------------------------------------------------------------ steps

@@ -11,7 +11,7 @@ from ....configs.common.models.mr_detr_r50 import model
 from ....configs.common.optim import optimizer
 from ....configs.common.train import train
 
-MAX_ITER = 750
+MAX_ITER = 700
 
 dataloader.train.dataset = "synthetic_train"
 dataloader.train.total_batch_size = 8
