@@ -39,6 +39,7 @@ dataloader.train = L(build_detection_train_loader)(
     total_batch_size=16,
     num_workers=4,
     aspect_ratio_grouping=True,
+    seed=None,  # None: drawn once per run and stored in checkpoints (exact --resume)
 )
 
 dataloader.test = L(build_detection_test_loader)(
