@@ -48,13 +48,26 @@ def run_setting(config: Path, routes: list[str], seed: int, args, out: Path) -> 
     proc = subprocess.run(cmd + overrides, cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{config.name} {routes}: training failed:\n{proc.stderr[-3000:]}")
+    run = read_run(out, args.iters)
+    if run is None:
+        raise RuntimeError(f"{config.name} {routes}: no final evaluation in {out / 'metrics.json'}")
+    return run
+
+
+def read_run(run_dir: Path, iters: int) -> dict | None:
+    """A finished run's curve and speed from its ``metrics.json``, or None if it did not finish."""
+    metrics = run_dir / "metrics.json"
+    if not metrics.is_file():
+        return None
     curve, times = [], []
-    for line in (out / "metrics.json").read_text().splitlines():
+    for line in metrics.read_text().splitlines():
         m = json.loads(line)
         if "bbox/AP" in m:
             curve.append((m["iteration"], m["bbox/AP"], m["bbox/AP50"]))
         if "time" in m:
             times.append(m["time"])
+    if not curve or curve[-1][0] < iters - 1:
+        return None
     return {"curve": curve, "sec_per_iter": statistics.median(times) if times else float("nan")}
 
 
@@ -65,37 +78,57 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42])
     parser.add_argument("--output", default=str(REPO / "output" / "ablation_routes"))
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep finished runs found in --output (resume)"
+    )
     args = parser.parse_args(argv)
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results: dict[str, list[dict]] = {}
-    for name in args.settings:
-        config, routes = SETTINGS[name]
-        for seed in args.seeds:
+    results: dict[str, list[dict]] = {name: [] for name in args.settings}
+    # seeds outside, settings inside: an interrupted run still has complete seeds to compare
+    for seed in args.seeds:
+        for name in args.settings:
+            config, routes = SETTINGS[name]
             tag = name.replace(" ", "_").replace("+", "plus").replace("(", "").replace(")", "")
-            run = run_setting(config, routes, seed, args, out_dir / f"{tag}_seed{seed}")
-            results.setdefault(name, []).append(run)
+            run_dir = out_dir / f"{tag}_seed{seed}"
+            run = read_run(run_dir, args.iters) if args.reuse else None
+            if run is None:
+                run = run_setting(config, routes, seed, args, run_dir)
+            results[name].append(run)
             final = run["curve"][-1]
             print(f"{name:24s} seed {seed}: AP {final[1]:.1f} AP50 {final[2]:.1f} "
                   f"{run['sec_per_iter']:.2f} s/iter", flush=True)  # fmt: skip
+            write_table(results, args, out_dir)
+            write_plot(results, out_dir)
+
+
+def write_table(results: dict[str, list[dict]], args, out_dir: Path) -> None:
+    """Markdown table (mean ± sd over the finished seeds) and the raw curves as JSON."""
+    done = {name: runs for name, runs in results.items() if runs}
     lines = [
         f"Route ablation: quick-start model, {args.iters} iterations, seeds {args.seeds}",
         "",
-        "| setting | AP (mean ± sd) | AP50 | s / iteration |",
-        "| --- | --- | --- | --- |",
+        "| setting | runs | AP (mean ± sd) | AP50 (mean ± sd) | s / iteration |",
+        "| --- | --- | --- | --- | --- |",
     ]
-    for name, runs in results.items():
+    for name, runs in done.items():
         ap = [r["curve"][-1][1] for r in runs]
         ap50 = [r["curve"][-1][2] for r in runs]
-        sd = statistics.stdev(ap) if len(ap) > 1 else 0.0
         sec = statistics.mean(r["sec_per_iter"] for r in runs)
-        lines.append(
-            f"| {name} | {statistics.mean(ap):.1f} ± {sd:.1f} | {statistics.mean(ap50):.1f} | {sec:.2f} |"
-        )
+        lines.append(f"| {name} | {len(runs)} | {_mean_sd(ap)} | {_mean_sd(ap50)} | {sec:.2f} |")
     table = "\n".join(lines) + "\n"
     (out_dir / "ablation_routes.md").write_text(table)
     (out_dir / "ablation_routes.json").write_text(json.dumps(results, indent=1))
-    print(table)
+    print(table, flush=True)
+
+
+def _mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.1f} ± {sd:.1f}"
+
+
+def write_plot(results: dict[str, list[dict]], out_dir: Path) -> None:
+    """PNG of AP vs iteration, one line per (setting, seed)."""
     try:
         import matplotlib
 
@@ -105,15 +138,17 @@ def main(argv=None) -> None:
         print("matplotlib is not installed: no plot (pip install mrdetr[plot])")
         return
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, runs in results.items():
+    for j, (name, runs) in enumerate(results.items()):
         for i, run in enumerate(runs):
             its, aps = [c[0] for c in run["curve"]], [c[1] for c in run["curve"]]
-            ax.plot(its, aps, marker="o", label=name if i == 0 else None, alpha=0.8)
+            label = name if i == 0 else None
+            ax.plot(its, aps, marker="o", color=f"C{j}", label=label, alpha=0.8)
     ax.set_xlabel("iteration")
     ax.set_ylabel("bbox AP (synthetic_val)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out_dir / "ablation_routes.png", dpi=100)
+    plt.close(fig)
     print(f"wrote {out_dir / 'ablation_routes.md'} and {out_dir / 'ablation_routes.png'}")
 
 

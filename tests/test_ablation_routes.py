@@ -35,3 +35,14 @@ def test_ablation_script_writes_table_and_plot(tmp_path, monkeypatch):
     table = (out / "ablation_routes.md").read_text()
     assert "| primary only |" in table and "| ++ (route-aware MoE) |" in table
     assert (out / "ablation_routes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # --reuse keeps the finished runs: nothing is trained again
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(ablation_routes, "run_setting", no_training)
+    ablation_routes.main(
+        ["--iters", "2", "--eval-every", "2", "--output", str(out), "--reuse"]
+        + ["--settings", "primary only", "++ (route-aware MoE)"]
+    )
+    assert (out / "ablation_routes.md").read_text() == table
