@@ -1,4 +1,4 @@
-"""Evaluation: the evaluator interface, the inference loop and COCO AP."""
+"""Evaluation: the evaluator interface, the inference loop, COCO AP and COCO panoptic quality."""
 
 from __future__ import annotations
 
@@ -11,9 +11,18 @@ from .evaluator import (
     inference_on_dataset,
     print_csv_format,
 )
+from .panoptic_evaluation import COCOPanopticEvaluator
+from .panoptic_quality import (
+    PQCategoryStat,
+    PQStat,
+    pq_compute_from_files,
+    pq_compute_single_image,
+    read_panoptic_png,
+)
 
 __all__ = [
     "COCOEvaluator",
+    "COCOPanopticEvaluator",
     "CocoEvalResult",
     "DatasetEvaluator",
     "DatasetEvaluators",
@@ -22,6 +31,11 @@ __all__ = [
     "inference_on_dataset",
     "instances_to_coco_json",
     "load_coco_api",
+    "pq_compute_from_files",
+    "pq_compute_single_image",
+    "PQCategoryStat",
+    "PQStat",
     "print_csv_format",
+    "read_panoptic_png",
     "summarize_coco_eval",
 ]
