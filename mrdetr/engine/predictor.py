@@ -226,15 +226,24 @@ class Predictor:
             return None
         from ..data import DatasetCatalog, MetadataCatalog
 
-        names = MetadataCatalog.get(metadata_dataset).get("thing_classes")
-        if names is None and metadata_dataset in DatasetCatalog:
+        def names() -> list[str] | None:
+            metadata = MetadataCatalog.get(metadata_dataset)
+            # panoptic datasets: the model's classes are all categories (``stuff_classes``)
+            key = (
+                "stuff_classes"
+                if metadata.get("evaluator_type") == "coco_panoptic_seg"
+                else "thing_classes"
+            )
+            found = metadata.get(key)
+            return list(found) if found is not None else None
+
+        if names() is None and metadata_dataset in DatasetCatalog:
             # COCO-format datasets (synthetic_* among them) set their class names when loaded
             try:
                 DatasetCatalog.get(metadata_dataset)
             except (FileNotFoundError, ValueError) as exc:
                 logger.warning("no class names from '%s': %s", metadata_dataset, exc)
-            names = MetadataCatalog.get(metadata_dataset).get("thing_classes")
-        return list(names) if names is not None else None
+        return names()
 
     # ------------------------------------------------------------------------------------ steps
     def preprocess(self, image: ImageInput, index: int = 0) -> dict[str, Any]:

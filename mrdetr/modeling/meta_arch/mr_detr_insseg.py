@@ -22,7 +22,13 @@ from ..routes import Route
 from ..transformer import EncodedImage
 from .mr_detr import MrDETR
 
-__all__ = ["MrDETRInstanceSeg", "SegEncodedImage", "SegRawOutput", "SegRouteOutput"]
+__all__ = [
+    "MrDETRInstanceSeg",
+    "SegEncodedImage",
+    "SegRawOutput",
+    "SegRouteOutput",
+    "resize_mask_logits",
+]
 
 
 @dataclass
@@ -174,19 +180,29 @@ class MrDETRInstanceSeg(MrDETR):
         image_size: tuple[int, int],
         output_size: tuple[int, int],
     ) -> Tensor:
-        """Mask logits [K, h, w] of the padded batch -> bool masks [K, out_h, out_w] of one image.
-
-        The logits are resized to the padded batch size, cropped to the image's own (h, w) region, resized
-        to the output size (bilinear) and thresholded at ``mask_threshold``.
-        """
-        if mask_logits.shape[0] == 0:
-            return mask_logits.new_zeros((0, *output_size), dtype=torch.bool)
-        x = F.interpolate(
-            mask_logits[:, None], size=padded_size, mode="bilinear", align_corners=False
+        """Mask logits [K, h, w] of the padded batch -> bool masks [K, out_h, out_w] of one image,
+        thresholded at ``mask_threshold`` (see :func:`resize_mask_logits`)."""
+        return resize_mask_logits(mask_logits, padded_size, image_size, output_size) > (
+            self.mask_threshold
         )
-        x = x[:, :, : image_size[0], : image_size[1]]
-        x = F.interpolate(x, size=output_size, mode="bilinear", align_corners=False)
-        return x[:, 0] > self.mask_threshold
+
+
+def resize_mask_logits(
+    mask_logits: Tensor,
+    padded_size: tuple[int, int],
+    image_size: tuple[int, int],
+    output_size: tuple[int, int],
+) -> Tensor:
+    """Mask logits [K, h, w] of the padded batch -> logits [K, out_h, out_w] of one image.
+
+    The logits are resized to the padded batch size, cropped to the image's own (h, w) region and
+    resized to the output size (bilinear).
+    """
+    if mask_logits.shape[0] == 0:
+        return mask_logits.new_zeros((0, *output_size))
+    x = F.interpolate(mask_logits[:, None], size=padded_size, mode="bilinear", align_corners=False)
+    x = x[:, :, : image_size[0], : image_size[1]]
+    return F.interpolate(x, size=output_size, mode="bilinear", align_corners=False)[:, 0]
 
 
 def prepare_target_masks(batched_inputs: list[dict], device: torch.device) -> list[Tensor]:
