@@ -30,6 +30,7 @@ __all__ = [
 HUB_REPO = "allencbzhang/Mr.DETR"
 HF_SCHEME = "hf://"
 CONFIG_ROOT_ENV = "MRDETR_CONFIG_ROOT"
+PACKAGED_CONFIG_ROOT = "_config_root"  # filled by setup.py when a wheel is built
 
 
 @dataclass(frozen=True)
@@ -120,9 +121,15 @@ def _entry(name: str) -> ModelZooEntry:
 
 
 def config_root() -> Path:
-    """Project root holding ``configs/`` and ``projects/`` (``$MRDETR_CONFIG_ROOT`` overrides it)."""
+    """Root holding ``configs/`` and ``projects/``: ``$MRDETR_CONFIG_ROOT`` if set, else the source
+    checkout the package runs from, else the copy shipped inside the installed package."""
     env = os.environ.get(CONFIG_ROOT_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[2]
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "configs" / "common").is_dir():
+        return checkout
+    return Path(__file__).resolve().parent / PACKAGED_CONFIG_ROOT
 
 
 def get_config_file(name: str) -> Path:
@@ -135,8 +142,9 @@ def get_config_file(name: str) -> Path:
     path = config_root() / _entry(name).config
     if not path.is_file():
         raise FileNotFoundError(
-            f"config of model zoo entry {name!r} not found: {path}. Run from a source checkout of "
-            f"mrdetr (configs live next to the package) or set ${CONFIG_ROOT_ENV} to its root."
+            f"config of model zoo entry {name!r} not found: {path}. The configs ship inside the "
+            f"wheel and live in a source checkout; set ${CONFIG_ROOT_ENV} to a folder holding "
+            "configs/ and projects/ to use others."
         )
     return path
 
