@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import tempfile
 from typing import Any
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ._dataset_dir import ensure_generated, prepare_output, write_atomically
 from ._shapes import ShapeSampler, class_specs
 
 __all__ = ["ensure_synthetic_dataset", "generate_synthetic_dataset", "main"]
@@ -142,11 +141,7 @@ def generate_synthetic_dataset(
         raise ValueError(f"image_format must be one of {_FORMATS}, got '{image_format}'")
     if num_train < 0 or num_val < 0:
         raise ValueError(f"num_train/num_val must be >= 0, got {num_train}/{num_val}")
-    output = os.path.abspath(os.fspath(output))
-    if os.path.exists(output) and os.listdir(output) and not overwrite:
-        raise FileExistsError(
-            f"'{output}' already exists and is not empty; pass overwrite=True (--overwrite) to replace it"
-        )
+    output = prepare_output(output, overwrite)
     sampler = ShapeSampler(image_size=image_size, specs=class_specs(num_classes))
     info = {
         "description": "mrdetr synthetic shapes",
@@ -159,22 +154,12 @@ def generate_synthetic_dataset(
             "num_val": num_val,
         },
     }
-    parent = os.path.dirname(output)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.tmp-", dir=parent)
-    try:
+
+    def write(tmp: str) -> None:
         for split, count in zip(SPLITS, (num_train, num_val)):
             _write_split(tmp, split, count, sampler, seed, image_format, info, progress)
-        if os.path.exists(output) and overwrite:
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.old-", dir=parent)
-            os.replace(output, os.path.join(old, "data"))
-            os.rename(tmp, output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_atomically(output, overwrite, write)
     return _paths(output)
 
 
@@ -189,14 +174,7 @@ def ensure_synthetic_dataset(root: str | os.PathLike | None = None, **kwargs: An
     from .builtin import SYNTHETIC_DIR, get_datasets_root
 
     path = os.path.abspath(os.path.join(os.fspath(root or get_datasets_root()), SYNTHETIC_DIR))
-    if _is_complete(path):
-        return path
-    try:
-        generate_synthetic_dataset(path, **kwargs)
-    except OSError:
-        if not _is_complete(path):  # not a concurrent process that finished first
-            raise
-    return path
+    return ensure_generated(path, _is_complete, generate_synthetic_dataset, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> dict[str, str]:

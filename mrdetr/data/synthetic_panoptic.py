@@ -27,14 +27,13 @@ import colorsys
 import json
 import math
 import os
-import shutil
-import tempfile
 from typing import Any
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ._dataset_dir import ensure_generated, prepare_output, write_atomically
 from ._shapes import COLOUR_HUES, ShapeSampler, class_specs
 from .detection_utils import rasterize_segmentation
 from .panoptic import id2rgb
@@ -306,11 +305,7 @@ def generate_synthetic_panoptic_dataset(
         raise ValueError(
             f"num_stuff_classes must be in [1, {len(STUFF_SPECS)}], got {num_stuff_classes}"
         )
-    output = os.path.abspath(os.fspath(root))
-    if os.path.exists(output) and os.listdir(output) and not overwrite:
-        raise FileExistsError(
-            f"'{output}' already exists and is not empty; pass overwrite=True (--overwrite) to replace it"
-        )
+    output = prepare_output(root, overwrite)
     sampler = ShapeSampler(
         image_size=image_size,
         specs=class_specs(num_thing_classes),
@@ -330,22 +325,12 @@ def generate_synthetic_panoptic_dataset(
             "num_val": num_val,
         },
     }
-    parent = os.path.dirname(output)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.tmp-", dir=parent)
-    try:
+
+    def write(tmp: str) -> None:
         for split, count in zip(SPLITS, (num_train, num_val)):
             _write_split(tmp, split, count, sampler, painter, seed, info, progress)
-        if os.path.exists(output) and overwrite:
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.old-", dir=parent)
-            os.replace(output, os.path.join(old, "data"))
-            os.rename(tmp, output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_atomically(output, overwrite, write)
     return _paths(output)
 
 
@@ -361,14 +346,7 @@ def ensure_synthetic_panoptic_dataset(root: str | os.PathLike | None = None, **k
     path = os.path.abspath(
         os.path.join(os.fspath(root or get_datasets_root()), SYNTHETIC_PANOPTIC_DIR)
     )
-    if _is_complete(path):
-        return path
-    try:
-        generate_synthetic_panoptic_dataset(path, **kwargs)
-    except OSError:
-        if not _is_complete(path):  # not a concurrent process that finished first
-            raise
-    return path
+    return ensure_generated(path, _is_complete, generate_synthetic_panoptic_dataset, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> dict[str, str]:
