@@ -2,12 +2,26 @@
 
     python tools/visualize_json_results.py --input coco_instances_results.json --output DIR \
         --dataset coco_2017_val [--conf-threshold 0.5] [--json-file F --image-root D]
+    python tools/visualize_json_results.py --input OUT/predictions.json --output DIR \
+        --dataset coco_2017_val_panoptic [--pred-root OUT/panoptic_predictions]
 
-``--input`` is a COCO-format results file as written by the evaluator (``image_id``, ``category_id``,
-``bbox`` [x, y, w, h], ``score``, optional RLE ``segmentation``). Every image of the dataset (also
-those without detections) gets ``DIR/<image basename>``. Category ids are mapped back through the
-dataset's ``thing_dataset_id_to_contiguous_id`` (``id - 1`` for LVIS). ``--json-file``/``--image-root``
-register an unregistered COCO-format dataset under ``--dataset`` first.
+``--input`` is either
+
+- a COCO-format detection results file as written by the evaluator (a list of ``image_id``,
+  ``category_id``, ``bbox`` [x, y, w, h], ``score``, optional RLE ``segmentation``). Category ids are
+  mapped back through the dataset's ``thing_dataset_id_to_contiguous_id`` (``id - 1`` for LVIS);
+- or a COCO panoptic predictions file as written by the panoptic evaluator with an output folder
+  (an object whose ``annotations`` carry ``file_name`` and ``segments_info``), its PNGs in
+  ``--pred-root`` (default: ``panoptic_predictions/`` next to ``--input``). Segments are drawn as
+  translucent regions on the image, the ground truth from the dataset's own panoptic PNGs; dataset
+  category ids are mapped through ``thing_/stuff_dataset_id_to_contiguous_id``, names come from
+  ``stuff_classes``.
+
+Every image of the dataset (also those without predictions) gets ``DIR/<image basename>``; existing
+pictures are never overwritten. ``--conf-threshold`` drops detections (default 0.5) or panoptic
+segments that carry a ``score`` (default 0: the panoptic merge already filtered them) with a score
+at or below it. ``--json-file``/``--image-root`` register an unregistered COCO-format (detection)
+dataset under ``--dataset`` first.
 """
 
 from __future__ import annotations
@@ -23,19 +37,48 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from ._visualize_panoptic import (
+    PREDICTIONS_DIR,
+    is_panoptic_predictions,
+    visualize_panoptic,
+    write_image_atomically,
+)
+
 __all__ = ["build_parser", "category_mapper", "group_predictions", "main", "visualize"]
 
 logger = logging.getLogger(__name__)
 
 _LVIS_ID_OFFSET = 1  # LVIS category ids are 1..K and contiguous
+_DETECTION_THRESHOLD = 0.5  # default --conf-threshold for detections
+_PANOPTIC_THRESHOLD = 0.0  # default --conf-threshold for panoptic segments (all kept)
+_REQUIRED_DETECTION_KEYS = ("image_id", "category_id", "bbox", "score")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--input", required=True, help="COCO-format results JSON")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        epilog="--input may be a detection results list (coco_instances_results.json) or a COCO "
+        "panoptic predictions.json (its PNGs in --pred-root).",
+    )
+    p.add_argument(
+        "--input",
+        required=True,
+        help="COCO-format detection results JSON, or a COCO panoptic predictions.json",
+    )
     p.add_argument("--output", required=True, help="output directory (created)")
     p.add_argument("--dataset", default="coco_2017_val", help="registered dataset name")
-    p.add_argument("--conf-threshold", type=float, default=0.5, help="minimum score drawn")
+    p.add_argument(
+        "--conf-threshold",
+        type=float,
+        default=None,
+        help=f"draw only scores above this (default {_DETECTION_THRESHOLD} for detections, "
+        f"{_PANOPTIC_THRESHOLD} for panoptic segments; segments without a score are always drawn)",
+    )
+    p.add_argument(
+        "--pred-root",
+        help="panoptic input only: folder of the prediction PNGs "
+        f"(default: <folder of --input>/{PREDICTIONS_DIR})",
+    )
     p.add_argument("--json-file", help="COCO json to register under --dataset when it is unknown")
     p.add_argument("--image-root", help="image folder of --json-file")
     return p
@@ -57,19 +100,26 @@ def category_mapper(dataset_name: str, metadata: Any) -> Mapping[int, int] | Non
     )
 
 
-def _read_results(path: str) -> list[dict[str, Any]]:
+def _load_json(path: str) -> Any:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"results file not found: {path}")
     try:
         with open(path) as f:
-            results = json.load(f)
+            return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid JSON: {exc}") from None
-    required = ("image_id", "category_id", "bbox", "score")
+
+
+def _check_detections(results: Any, path: str) -> list[dict[str, Any]]:
+    required = _REQUIRED_DETECTION_KEYS
     if not isinstance(results, list) or any(
         not isinstance(r, dict) or any(k not in r for k in required) for r in results
     ):
-        raise ValueError(f"{path}: expected a list of detections with keys {required}")
+        raise ValueError(
+            f"{path}: expected a list of detections with keys {required} or a COCO panoptic "
+            "predictions file (an object with 'annotations' that carry 'file_name' and "
+            "'segments_info')"
+        )
     return results
 
 
@@ -133,16 +183,29 @@ def visualize(
     results_file: str,
     output_dir: str,
     dataset_name: str,
-    threshold: float,
+    threshold: float | None = None,
+    pred_root: str | None = None,
 ) -> list[str]:
-    """Write one side-by-side JPEG per dataset image; returns the paths written."""
-    import cv2
+    """Write one side-by-side picture per dataset image; returns the paths written.
 
+    ``results_file`` is a detection results list or a COCO panoptic predictions file (see the
+    module docstring); ``threshold`` None means the default of that kind; ``pred_root`` is used
+    by panoptic input only.
+    """
     from ..data import DatasetCatalog, MetadataCatalog
     from ..data.detection_utils import read_image
     from ..utils.visualizer import draw_instances, side_by_side
 
-    results = _read_results(results_file)
+    data = _load_json(results_file)
+    if is_panoptic_predictions(data):
+        threshold = _PANOPTIC_THRESHOLD if threshold is None else threshold
+        return visualize_panoptic(
+            data, results_file, output_dir, dataset_name, threshold, pred_root=pred_root
+        )
+    if pred_root is not None:
+        raise ValueError(f"--pred-root is for panoptic predictions, but {results_file} is not one")
+    results = _check_detections(data, results_file)
+    threshold = _DETECTION_THRESHOLD if threshold is None else threshold
     records = DatasetCatalog.get(dataset_name)
     metadata = MetadataCatalog.get(dataset_name)
     names = metadata.get("thing_classes")
@@ -166,18 +229,7 @@ def visualize(
         pred = draw_instances(image, boxes, classes, scores, masks, names)
         gt_boxes, gt_classes, gt_masks = _ground_truth_arrays(record, h, w)
         gt = draw_instances(image, gt_boxes, gt_classes, None, gt_masks, names)
-        ext = os.path.splitext(target)[1] or ".jpg"
-        ok, buf = cv2.imencode(ext, np.ascontiguousarray(side_by_side(pred, gt)[:, :, ::-1]))
-        if not ok:
-            raise ValueError(f"cannot encode {target}")
-        tmp = target + ".tmp"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(buf.tobytes())
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        write_image_atomically(target, side_by_side(pred, gt))
     logger.info("wrote %d images to %s", len(targets), output_dir)
     return targets
 
@@ -192,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dataset in DatasetCatalog:
             raise ValueError(f"--dataset '{args.dataset}' is already registered; drop --json-file")
         register_coco_instances(args.dataset, {}, args.json_file, args.image_root)
-    visualize(args.input, args.output, args.dataset, args.conf_threshold)
+    visualize(args.input, args.output, args.dataset, args.conf_threshold, args.pred_root)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""A small detection visualizer on OpenCV: boxes, class names, scores and translucent masks.
+"""A small detection visualizer on OpenCV: boxes, class names, scores, translucent masks and
+panoptic segmentations.
 
 All functions take and return RGB ``uint8`` arrays [H, W, 3] (convert with ``[:, :, ::-1]`` for
 OpenCV's BGR windows and writers).
@@ -7,6 +8,8 @@ Example::
 
     from mrdetr.utils.visualizer import draw_detections
     vis = draw_detections(image_rgb, predictor(image_rgb))
+    ids, segments = outputs["panoptic_seg"]
+    vis = draw_panoptic(image_rgb, ids, segments, metadata.stuff_classes)
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["class_color", "draw_detections", "draw_instances", "side_by_side"]
+__all__ = ["class_color", "draw_detections", "draw_instances", "draw_panoptic", "side_by_side"]
 
 _GOLDEN_RATIO = 0.618033988749895  # hue step between consecutive class ids (well-spread colours)
 _SATURATION = 0.75
 _VALUE = 0.95
 _MASK_ALPHA = 0.45
+_PANOPTIC_ALPHA = 0.5
+_INSTANCE_HUE_STEP = 0.035  # hue shift between thing instances of one class (in [0, 1) hue units)
+_MIN_LABEL_RADIUS = 2.0  # a segment gets a label when it holds a disc of this radius (pixels)
 _LINE_WIDTH_FRACTION = 1 / 400  # box line width relative to the longer image side
 _FONT_FRACTION = 1 / 1000  # font scale relative to the longer image side
 _MIN_FONT_SCALE = 0.35
@@ -116,6 +122,99 @@ def draw_detections(
         max_id = max(names_by_id, default=-1)
         names = [names_by_id.get(i, str(i)) for i in range(max_id + 1)]
     return draw_instances(image, boxes, classes, scores, detections.masks, names)
+
+
+def _instance_color(class_id: int, index: int, hue_step: float) -> tuple[int, int, int]:
+    """The class colour, its hue shifted by ``+-hue_step * ceil(index / 2)`` (index 0: unchanged)."""
+    if index == 0:
+        return class_color(class_id)
+    r, g, b = (c / 255 for c in class_color(class_id))
+    hue, sat, val = colorsys.rgb_to_hsv(r, g, b)
+    sign = 1 if index % 2 else -1
+    hue = (hue + sign * hue_step * ((index + 1) // 2)) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, sat, val)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def _boundary(mask: np.ndarray) -> np.ndarray:
+    """Pixels of ``mask`` (bool [H, W]) with a 4-neighbour outside it (the image border is not)."""
+    eroded = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=1)
+    return mask & ~eroded.astype(bool)
+
+
+def draw_panoptic(
+    image: np.ndarray,
+    ids: Any,
+    segments: Sequence[dict[str, Any]],
+    class_names: Sequence[str] | None = None,
+    *,
+    alpha: float = _PANOPTIC_ALPHA,
+    instance_hue_step: float = _INSTANCE_HUE_STEP,
+    min_label_radius: float = _MIN_LABEL_RADIUS,
+) -> np.ndarray:
+    """Draw a panoptic segmentation on a copy of ``image``.
+
+    Every segment gets a translucent fill of its class colour (:func:`class_color`) and a 1-pixel
+    contour inside its border, so that touching segments stay apart; thing instances of one
+    class also get slightly different hues. The label (class name, and the score when given) is
+    centred on the segment's most interior pixel (the maximum of its distance transform) when the
+    segment holds a disc of radius ``min_label_radius`` there. Void pixels (id 0) and pixels of
+    ids without an entry in ``segments`` are left unchanged (except under a label).
+
+    Args:
+        image: RGB uint8 [H, W, 3].
+        ids: segment id per pixel, int [H, W] (numpy array or tensor); 0 = void.
+        segments: ``{"id", "category_id" (contiguous), optional "isthing", optional "score"}``
+            per segment; entries whose id does not occur in ``ids`` are skipped.
+        class_names: names indexed by contiguous class id (ids are printed when absent).
+        alpha: opacity of the fill.
+        instance_hue_step: hue shift (fraction of the hue circle) between the thing instances
+            of one class.
+        min_label_radius: smallest inscribed radius (pixels) of a segment that gets a label.
+
+    Returns:
+        RGB uint8 [H, W, 3] with the drawing.
+    """
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"draw_panoptic: image must be [H, W, 3], got shape {image.shape}")
+    ids_np = _as_numpy(ids)
+    if ids_np.shape != image.shape[:2]:
+        raise ValueError(
+            f"draw_panoptic: ids must be [H, W] = {tuple(image.shape[:2])} like the image, "
+            f"got shape {ids_np.shape}"
+        )
+    out = np.ascontiguousarray(image, dtype=np.uint8).copy()
+    h, w = out.shape[:2]
+    font_scale = max(_MIN_FONT_SCALE, max(h, w) * _FONT_FRACTION)
+    instances_seen: dict[int, int] = {}
+    labels = []
+    for seg in segments:
+        mask = ids_np == int(seg["id"])
+        if not mask.any():
+            continue
+        cls = int(seg["category_id"])
+        index = 0
+        if seg.get("isthing", True):
+            index = instances_seen.get(cls, 0)
+            instances_seen[cls] = index + 1
+        color = np.asarray(_instance_color(cls, index, instance_hue_step), dtype=np.float32)
+        out[mask] = np.round(alpha * color + (1 - alpha) * out[mask]).clip(0, 255).astype(np.uint8)
+        out[_boundary(mask)] = color.astype(np.uint8)
+        dist = cv2.distanceTransform(
+            np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE
+        )[1:-1, 1:-1]
+        if dist.max() >= min_label_radius:
+            cy, cx = np.unravel_index(int(np.argmax(dist)), dist.shape)
+            score = seg.get("score")
+            text = _label(cls, None if score is None else float(score), class_names)
+            labels.append((text, int(cx), int(cy), tuple(int(c) for c in color)))
+    for text, cx, cy, color in labels:  # after all fills, so no fill covers a label
+        (tw, th), base = cv2.getTextSize(text, _FONT, font_scale, 1)
+        x0 = int(np.clip(cx - tw // 2, 0, max(w - tw, 0)))
+        y1 = int(np.clip(cy + (th + base) // 2, th + base, h - 1))
+        cv2.rectangle(out, (x0, y1 - th - base), (x0 + tw, y1), color, -1)
+        cv2.putText(out, text, (x0, y1 - base), _FONT, font_scale, _TEXT_COLOR, 1, cv2.LINE_AA)
+    return out
 
 
 def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 4) -> np.ndarray:
