@@ -19,6 +19,7 @@ from mrdetr.modeling.criterion.masks import (
     sigmoid_ce_loss,
 )
 from mrdetr.modeling.heads import MaskHeadSmallConv, MHAttentionMap, SegInputProjection
+from mrdetr.modeling.meta_arch.mr_detr_insseg import padded_batch_size, prepare_target_masks
 from mrdetr.modeling.routes import Route
 
 CONFIG = REPO / "configs" / "common" / "models" / "mr_detr_insseg_r50.py"
@@ -214,6 +215,24 @@ def test_empty_boxes_drop_their_masks(tiny):
     raw.pred_boxes[:, :, 2:] = 0.0  # every box empty
     out = tiny.postprocess(raw, batch)[0]["instances"]
     assert len(out.pred_boxes) == 0 and out.pred_masks.shape == (0, 64, 80)
+
+
+def test_masks_and_targets_share_the_padded_batch_frame_with_size_divisibility(tiny):
+    """With ``size_divisibility`` the batch is padded beyond the largest image: predicted masks cover
+    that padded tensor, so the targets (training) and the paste frame (inference) must use it too."""
+    tiny.size_divisibility = 64
+    batch = _with_masks(tiny_batch(num_boxes=(2, 1), sizes=((64, 80), (72, 64))))
+    targets = prepare_target_masks(batch, torch.device("cpu"), tiny.size_divisibility)
+    assert [tuple(t.shape[1:]) for t in targets] == [(128, 128), (128, 128)]
+    assert torch.equal(targets[0][:, :64, :80], batch[0]["instances"].gt_masks.float())
+    assert not targets[0][:, 64:].any() and not targets[0][:, :, 80:].any()
+    tiny.eval()
+    with torch.no_grad():
+        raw = tiny.forward_raw(batch)
+    assert raw.padded_size == (128, 128)
+    stride = 128 // raw.pred_masks.shape[-1]
+    assert raw.pred_masks.shape[-2:] == (128 // stride, 128 // stride)
+    assert padded_batch_size([(64, 80), (72, 64)]) == (72, 80)
 
 
 # ---------------------------------------------------------------------------------------- layout

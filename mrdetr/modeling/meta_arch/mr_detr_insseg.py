@@ -27,6 +27,8 @@ __all__ = [
     "SegEncodedImage",
     "SegRawOutput",
     "SegRouteOutput",
+    "padded_batch_size",
+    "prepare_target_masks",
     "resize_mask_logits",
 ]
 
@@ -129,7 +131,7 @@ class MrDETRInstanceSeg(MrDETR):
         generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
         """Box terms plus ``loss_mask``/``loss_dice`` (``_o2m``, ``_sep``) on each route's last layer."""
-        target_masks = prepare_target_masks(batched_inputs, self.device)
+        target_masks = prepare_target_masks(batched_inputs, self.device, self.size_divisibility)
         pred_masks = {route: out.pred_masks for route, out in outputs.routes.items()}
         return self.criterion(
             outputs, targets, generator=generator, pred_masks=pred_masks, target_masks=target_masks
@@ -142,10 +144,7 @@ class MrDETRInstanceSeg(MrDETR):
         primary = out.routes[Route.PRIMARY]
         layers = primary.layers
         logits = self.final_logits(layers)
-        padded = (
-            max(h for h, _ in out.image_sizes),
-            max(w for _, w in out.image_sizes),
-        )
+        padded = padded_batch_size(out.image_sizes, self.size_divisibility)
         return SegRawOutput(
             logits,
             layers[-1].boxes,
@@ -205,17 +204,35 @@ def resize_mask_logits(
     return F.interpolate(x, size=output_size, mode="bilinear", align_corners=False)[:, 0]
 
 
-def prepare_target_masks(batched_inputs: list[dict], device: torch.device) -> list[Tensor]:
-    """GT masks of each image, padded to the batch size and aligned with ``prepare_targets``.
+def padded_batch_size(
+    image_sizes: list[tuple[int, int]], size_divisibility: int = 0
+) -> tuple[int, int]:
+    """(H, W) of the padded batch tensor, as ``ImageList.from_tensors`` pads it: the largest height
+    and width, rounded up to a multiple of ``size_divisibility`` when it is > 1."""
+    height = max(h for h, _ in image_sizes)
+    width = max(w for _, w in image_sizes)
+    if size_divisibility > 1:
+        height = -(-height // size_divisibility) * size_divisibility
+        width = -(-width // size_divisibility) * size_divisibility
+    return height, width
+
+
+def prepare_target_masks(
+    batched_inputs: list[dict], device: torch.device, size_divisibility: int = 0
+) -> list[Tensor]:
+    """GT masks of each image, padded to the padded batch size and aligned with ``prepare_targets``.
 
     Each ``instances`` must hold ``gt_masks`` bool [n, h, w] (h, w = the image's size, n = number of
-    boxes). Rows whose box ``prepare_targets`` drops (empty after clipping) are dropped too.
+    boxes). Rows whose box ``prepare_targets`` drops (empty after clipping) are dropped too. The
+    masks are padded exactly as the model pads the images (``size_divisibility``), so that the
+    predicted masks (which cover the padded batch) and the targets share one normalised frame.
 
     Returns:
-        B float tensors [n_b', H, W] (H, W = max height / width of the batch).
+        B float tensors [n_b', H, W] (H, W = the padded batch size).
     """
-    height = max(int(x["image"].shape[-2]) for x in batched_inputs)
-    width = max(int(x["image"].shape[-1]) for x in batched_inputs)
+    height, width = padded_batch_size(
+        [tuple(x["image"].shape[-2:]) for x in batched_inputs], size_divisibility
+    )
     out = []
     for i, item in enumerate(batched_inputs):
         inst: Instances = item["instances"]
