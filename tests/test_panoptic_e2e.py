@@ -14,7 +14,7 @@ import sys
 
 import pytest
 import torch
-from test_insseg import TINY_SEG
+from test_panoptic_model import TINY_QUERY_HEAD
 from tiny_model import REPO, TINY_OVERRIDES
 
 from mrdetr.config import LazyConfig, instantiate
@@ -46,7 +46,7 @@ def test_a_perfect_prediction_scores_pq_100(datasets_root, monkeypatch):
     things = sorted(metadata.thing_dataset_id_to_contiguous_id.values())
     cfg = LazyConfig.apply_overrides(
         LazyConfig.load(str(MODEL_CONFIG)),
-        TINY_OVERRIDES + TINY_SEG + [f"model.num_classes={num_classes}"],
+        TINY_OVERRIDES + TINY_QUERY_HEAD + [f"model.num_classes={num_classes}"],
     )
     cfg.model.thing_class_ids = things
     model = instantiate(cfg.model).eval()

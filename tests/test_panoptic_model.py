@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_insseg import TINY_SEG, _with_masks
+from test_insseg import _with_masks
 from tiny_model import REPO, TINY_OVERRIDES, tiny_batch
 
 from mrdetr.config import LazyConfig, instantiate
 from mrdetr.config.instantiate import InstantiationError
+from mrdetr.modeling.heads import QueryMaskHead
 from mrdetr.modeling.meta_arch.mr_detr_panoptic import merge_panoptic
 
 CONFIG = REPO / "configs/common/models/mr_detr_panoptic_r50.py"
-TINY_PANOPTIC = TINY_OVERRIDES + TINY_SEG + ["model.thing_class_ids=[0,1,2]"]  # 3, 4: stuff
+TINY_QUERY_HEAD = [
+    "model.seg_input_proj.in_channels=[128,64,32]",
+    "model.seg_input_proj.out_channels=[32,16,8]",
+    "model.mask_head.num_groups=2",
+    "model.criterion.num_points=64",
+    "model.select_box_nums_for_evaluation=10",
+]
+TINY_PANOPTIC = TINY_OVERRIDES + TINY_QUERY_HEAD + ["model.thing_class_ids=[0,1,2]"]  # 3, 4: stuff
 IS_THING = torch.tensor([True, True, True, False, False])
 BIG = 20.0  # mask logit of a confident pixel
 
@@ -82,7 +90,7 @@ def _tiny_panoptic(seed: int = 0):
 
 
 def test_config_thing_ids_must_fit_the_class_count():
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(str(CONFIG)), TINY_OVERRIDES + TINY_SEG)
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(str(CONFIG)), TINY_OVERRIDES + TINY_QUERY_HEAD)
     with pytest.raises(
         InstantiationError, match=r"thing_class_ids \[5, 6,.*outside \[0, num_classes=5\)"
     ):
@@ -122,3 +130,20 @@ def test_tiny_panoptic_inference_gives_a_consistent_map():
             assert s["isthing"] == (s["category_id"] in (0, 1, 2))
         stuff = [s["category_id"] for s in info if not s["isthing"]]
         assert len(stuff) == len(set(stuff))
+
+
+def test_query_mask_head_masks_depend_on_the_query_and_every_part_learns():
+    head = QueryMaskHead(embed_dim=16, fpn_dims=(12, 8, 4), mask_dim=8, num_groups=2)
+    memory = torch.randn(2, 16, 3, 4)
+    fpns = [torch.randn(2, 12, 3, 4), torch.randn(2, 8, 6, 8), torch.randn(2, 4, 12, 16)]
+    queries = torch.randn(2, 5, 16)
+    logits = head(queries, memory, fpns)
+    assert logits.shape == (2, 5, 12, 16)
+    assert (logits[:, 0] - logits[:, 1]).abs().mean() > 1e-3  # not one mask for every query
+    pixels = head.pixel_embeddings(memory, fpns)
+    expected = torch.einsum("bqc,bchw->bqhw", head.mask_embed(queries), pixels)
+    torch.testing.assert_close(logits, expected)
+    logits.square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
+    with pytest.raises(ValueError, match="mask_dim 10 is not divisible by num_groups 4"):
+        QueryMaskHead(embed_dim=16, mask_dim=10, num_groups=4)

@@ -68,8 +68,11 @@ class MrDETRInstanceSeg(MrDETR):
 
     Args:
         seg_input_proj: projects backbone maps to the three FPN inputs of the mask head (coarse to fine).
-        bbox_attention: per-query attention maps over the stride-64 memory (``MHAttentionMap``).
-        mask_head: ``MaskHeadSmallConv`` producing one logit map per query.
+        bbox_attention: per-query attention maps over the stride-64 memory (``MHAttentionMap``), or
+            None when ``mask_head`` is a query-embedding head.
+        mask_head: ``MaskHeadSmallConv`` (official, with ``bbox_attention``) producing one logit map
+            per query, or ``QueryMaskHead`` (``bbox_attention=None``): ``mask_head(hidden, memory,
+            fpns) -> [B, Q, H, W]``.
         mask_threshold: mask logit above which a pixel is foreground at inference (0 = probability 0.5).
         **kwargs: :class:`MrDETR` arguments; the criterion must accept ``pred_masks`` and
             ``target_masks`` (``MrDETRMaskCriterion``).
@@ -79,7 +82,7 @@ class MrDETRInstanceSeg(MrDETR):
         self,
         *,
         seg_input_proj: nn.Module,
-        bbox_attention: nn.Module,
+        bbox_attention: nn.Module | None,
         mask_head: nn.Module,
         mask_threshold: float = 0.0,
         **kwargs,
@@ -110,9 +113,11 @@ class MrDETRInstanceSeg(MrDETR):
         start = encoded.memory.shape[1] - h * w
         b, q = hidden.shape[:2]
         memory = encoded.memory[:, start:].transpose(1, 2).reshape(b, -1, h, w)
+        fpns = self.seg_input_proj(encoded.backbone_features)
+        if self.bbox_attention is None:  # query-embedding head: MLP(query) . pixel embeddings
+            return self.mask_head(hidden, memory, fpns)
         padding = levels.padding_mask[:, start:].view(b, h, w)
         attention = self.bbox_attention(hidden, memory, mask=padding)
-        fpns = self.seg_input_proj(encoded.backbone_features)
         masks = self.mask_head(memory, attention, fpns)
         return masks.view(b, q, masks.shape[-2], masks.shape[-1])
 

@@ -26,8 +26,6 @@ model.select_box_nums_for_evaluation = 50
 model.criterion.one_to_many_matcher.num_queries = 150  # as the quick start (add_mask_head sets 300)
 model.seg_input_proj.in_channels = [256, 128, 64]  # res5/res4/res3 widths of the narrow ResNet
 model.seg_input_proj.out_channels = [64, 32, 16]
-model.bbox_attention.num_heads = 4
-model.mask_head.num_groups = 4  # divides 64 + 4 and every width of the mask tower
 model.criterion.num_points = 28 * 28  # point-sampled mask losses at the small image size
 
 dataloader.train.dataset = "synthetic_panoptic_train"
