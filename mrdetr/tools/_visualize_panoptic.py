@@ -64,6 +64,16 @@ def panoptic_id_map(dataset_name: str, metadata: Any) -> tuple[dict[int, int], s
     return {**maps[_ID_MAP_KEYS[1]], **things}, set(things)
 
 
+def output_targets(records: list[dict[str, Any]], output_dir: str) -> list[str]:
+    """``output_dir/<image basename>`` per record; creates ``output_dir``, refuses existing files."""
+    targets = [os.path.join(output_dir, os.path.basename(r["file_name"])) for r in records]
+    existing = [t for t in targets if os.path.exists(t)]
+    if existing:
+        raise FileExistsError(f"output file already exists: {existing[0]} (refusing to overwrite)")
+    os.makedirs(output_dir, exist_ok=True)
+    return targets
+
+
 def write_image_atomically(target: str, rgb: np.ndarray) -> None:
     """Encode RGB uint8 [H, W, 3] by ``target``'s extension (JPEG without one); write via a temp file."""
     import cv2
@@ -185,11 +195,7 @@ def visualize_panoptic(
             raise KeyError(
                 f"dataset '{dataset_name}': image {r['image_id']} has no 'pan_seg_file_name'"
             )
-    targets = [os.path.join(output_dir, os.path.basename(r["file_name"])) for r in records]
-    existing = [t for t in targets if os.path.exists(t)]
-    if existing:
-        raise FileExistsError(f"output file already exists: {existing[0]} (refusing to overwrite)")
-    os.makedirs(output_dir, exist_ok=True)
+    targets = output_targets(records, output_dir)
     for record, target in zip(tqdm(records, desc="images"), targets):
         image = read_image(record["file_name"], img_format="RGB").permute(1, 2, 0).numpy()
         shape = image.shape[:2]

@@ -40,6 +40,7 @@ from tqdm import tqdm
 from ._visualize_panoptic import (
     PREDICTIONS_DIR,
     is_panoptic_predictions,
+    output_targets,
     visualize_panoptic,
     write_image_atomically,
 )
@@ -215,11 +216,7 @@ def visualize(
         category_mapper(dataset_name, metadata),
         threshold,
     )
-    targets = [os.path.join(output_dir, os.path.basename(r["file_name"])) for r in records]
-    existing = [t for t in targets if os.path.exists(t)]
-    if existing:
-        raise FileExistsError(f"output file already exists: {existing[0]} (refusing to overwrite)")
-    os.makedirs(output_dir, exist_ok=True)
+    targets = output_targets(records, output_dir)
     for record, target in zip(tqdm(records, desc="images"), targets):
         image = read_image(record["file_name"], img_format="RGB").permute(1, 2, 0).numpy()
         h, w = image.shape[:2]
