@@ -19,8 +19,9 @@ from mrdetr.modeling.criterion.masks import (
     sigmoid_ce_loss,
 )
 from mrdetr.modeling.heads import MaskHeadSmallConv, MHAttentionMap, SegInputProjection
-from mrdetr.modeling.meta_arch.mr_detr_insseg import padded_batch_size, prepare_target_masks
+from mrdetr.modeling.meta_arch.mr_detr_insseg import prepare_target_masks
 from mrdetr.modeling.routes import Route
+from mrdetr.structures import ImageList
 
 CONFIG = REPO / "configs" / "common" / "models" / "mr_detr_insseg_r50.py"
 TINY_SEG = [
@@ -232,7 +233,7 @@ def test_masks_and_targets_share_the_padded_batch_frame_with_size_divisibility(t
     assert raw.padded_size == (128, 128)
     stride = 128 // raw.pred_masks.shape[-1]
     assert raw.pred_masks.shape[-2:] == (128 // stride, 128 // stride)
-    assert padded_batch_size([(64, 80), (72, 64)]) == (72, 80)
+    assert ImageList.padded_size([(64, 80), (72, 64)]) == (72, 80)
 
 
 # ---------------------------------------------------------------------------------------- layout

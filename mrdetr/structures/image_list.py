@@ -45,6 +45,19 @@ class ImageList:
         return mask
 
     @staticmethod
+    def padded_size(
+        image_sizes: Sequence[tuple[int, int]], size_divisibility: int = 0
+    ) -> tuple[int, int]:
+        """(H, W) of the batch :meth:`from_tensors` builds from images of these (h, w): the largest
+        height and width, rounded up to a multiple of ``size_divisibility`` when it is > 1."""
+        max_h = max(h for h, _ in image_sizes)
+        max_w = max(w for _, w in image_sizes)
+        if size_divisibility > 1:
+            max_h = (max_h + size_divisibility - 1) // size_divisibility * size_divisibility
+            max_w = (max_w + size_divisibility - 1) // size_divisibility * size_divisibility
+        return max_h, max_w
+
+    @staticmethod
     def from_tensors(
         tensors: Sequence[Tensor], size_divisibility: int = 0, pad_value: float = 0.0
     ) -> ImageList:
@@ -63,11 +76,7 @@ class ImageList:
                     f"ImageList.from_tensors expects [C, H, W] images with equal C, got {tuple(t.shape)}"
                 )
         image_sizes = [(int(t.shape[-2]), int(t.shape[-1])) for t in tensors]
-        max_h = max(s[0] for s in image_sizes)
-        max_w = max(s[1] for s in image_sizes)
-        if size_divisibility > 1:
-            max_h = (max_h + size_divisibility - 1) // size_divisibility * size_divisibility
-            max_w = (max_w + size_divisibility - 1) // size_divisibility * size_divisibility
+        max_h, max_w = ImageList.padded_size(image_sizes, size_divisibility)
         if len(tensors) == 1 and image_sizes[0] == (max_h, max_w):
             return ImageList(tensors[0].unsqueeze(0), image_sizes)
         batched = torch.stack(

@@ -27,7 +27,6 @@ __all__ = [
     "SegEncodedImage",
     "SegRawOutput",
     "SegRouteOutput",
-    "padded_batch_size",
     "prepare_target_masks",
     "resize_mask_logits",
 ]
@@ -149,7 +148,7 @@ class MrDETRInstanceSeg(MrDETR):
         primary = out.routes[Route.PRIMARY]
         layers = primary.layers
         logits = self.final_logits(layers)
-        padded = padded_batch_size(out.image_sizes, self.size_divisibility)
+        padded = ImageList.padded_size(out.image_sizes, self.size_divisibility)
         return SegRawOutput(
             logits,
             layers[-1].boxes,
@@ -209,19 +208,6 @@ def resize_mask_logits(
     return F.interpolate(x, size=output_size, mode="bilinear", align_corners=False)[:, 0]
 
 
-def padded_batch_size(
-    image_sizes: list[tuple[int, int]], size_divisibility: int = 0
-) -> tuple[int, int]:
-    """(H, W) of the padded batch tensor, as ``ImageList.from_tensors`` pads it: the largest height
-    and width, rounded up to a multiple of ``size_divisibility`` when it is > 1."""
-    height = max(h for h, _ in image_sizes)
-    width = max(w for _, w in image_sizes)
-    if size_divisibility > 1:
-        height = -(-height // size_divisibility) * size_divisibility
-        width = -(-width // size_divisibility) * size_divisibility
-    return height, width
-
-
 def prepare_target_masks(
     batched_inputs: list[dict], device: torch.device, size_divisibility: int = 0
 ) -> list[Tensor]:
@@ -235,7 +221,7 @@ def prepare_target_masks(
     Returns:
         B float tensors [n_b', H, W] (H, W = the padded batch size).
     """
-    height, width = padded_batch_size(
+    height, width = ImageList.padded_size(
         [tuple(x["image"].shape[-2:]) for x in batched_inputs], size_divisibility
     )
     out = []
