@@ -76,20 +76,9 @@ def output_targets(records: list[dict[str, Any]], output_dir: str) -> list[str]:
 
 def write_image_atomically(target: str, rgb: np.ndarray) -> None:
     """Encode RGB uint8 [H, W, 3] by ``target``'s extension (JPEG without one); write via a temp file."""
-    import cv2
+    from .demo import _write_image_atomic
 
-    ext = os.path.splitext(target)[1] or ".jpg"
-    ok, buf = cv2.imencode(ext, np.ascontiguousarray(rgb[:, :, ::-1]))
-    if not ok:
-        raise ValueError(f"cannot encode {target}")
-    tmp = target + ".tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    _write_image_atomic(target, np.ascontiguousarray(rgb[:, :, ::-1]))
 
 
 def _check_annotations(
