@@ -180,3 +180,14 @@ def test_cli_if_missing_generates_once(tmp_path, capsys):
     assert os.path.getmtime(paths["train_json"]) == stamp
     with pytest.raises(Exception, match="already exists"):
         syn.main(args[:-1])  # without --if-missing an existing dataset is an error
+
+
+def test_rasterize_takes_a_bitmask_of_the_image_size():
+    bitmask = np.zeros((4, 5), dtype=np.uint8)
+    bitmask[1:3, 2:4] = 7
+    mask = rasterize_segmentation(bitmask, 4, 5)
+    assert mask.dtype == bool and mask.sum() == 4 and mask[1:3, 2:4].all()
+    with pytest.raises(
+        ValueError, match=r"bitmask shape \(4, 5\) does not match the image size \(5, 4\)"
+    ):
+        rasterize_segmentation(bitmask, 5, 4)

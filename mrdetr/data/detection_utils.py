@@ -104,16 +104,23 @@ def annotation_boxes_xyxy(annotations: list[dict[str, Any]], file_name: str = "?
 
 
 def rasterize_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
-    """Rasterise a COCO segmentation (polygons, uncompressed or compressed RLE) to a mask.
+    """Rasterise a COCO segmentation (polygons, uncompressed or compressed RLE, or a bitmask) to a mask.
 
     Args:
-        segmentation: list of polygons (flat ``[x0, y0, x1, y1, ...]`` lists) or an RLE dict.
+        segmentation: list of polygons (flat ``[x0, y0, x1, y1, ...]`` lists), an RLE dict, or a
+            [height, width] array (nonzero = inside, e.g. a mask read from a panoptic PNG).
         height: image height.
         width: image width.
 
     Returns:
         bool array [height, width].
     """
+    if isinstance(segmentation, np.ndarray):
+        if segmentation.shape != (height, width):
+            raise ValueError(
+                f"bitmask shape {segmentation.shape} does not match the image size {(height, width)}"
+            )
+        return segmentation.astype(bool)
     if isinstance(segmentation, list):
         polygons = [p for p in segmentation if len(p) >= _MIN_POLYGON_COORDS and len(p) % 2 == 0]
         if not polygons:

@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import pycocotools.mask as mask_util
 from PIL import Image
 
 from .catalog import DatasetCatalog, Metadata, MetadataCatalog
@@ -338,7 +337,7 @@ class PanopticDatasetMapper(DetrDatasetMapper):
         return "Panoptic" + super().__repr__()
 
     def _with_png_masks(self, dataset_dict: dict[str, Any]) -> dict[str, Any]:
-        """Copy of ``dataset_dict`` whose non-crowd annotations carry their PNG mask as an RLE."""
+        """Copy of ``dataset_dict`` whose non-crowd annotations carry their PNG mask (bool [H, W])."""
         file_name = dataset_dict["file_name"]
         pan_file = dataset_dict.get("pan_seg_file_name")
         if pan_file is None:
@@ -362,8 +361,7 @@ class PanopticDatasetMapper(DetrDatasetMapper):
                 continue
             if "segment_id" not in anno:
                 raise KeyError(f"Annotation {i} of '{file_name}' has no 'segment_id'")
-            mask = np.asfortranarray((ids == int(anno["segment_id"])).astype(np.uint8))
-            annotations.append({**anno, "segmentation": mask_util.encode(mask)})
+            annotations.append({**anno, "segmentation": ids == int(anno["segment_id"])})
         out["annotations"] = annotations
         return out
 
