@@ -1,13 +1,18 @@
-"""Route ablation on synthetic data: primary only vs + SEP_FFN vs + INSTRUCT vs all three vs ++ (MoE).
+"""Route ablation / route study on synthetic data: which decoder routes help the primary route.
 
 Every setting trains the quick-start model (``projects/mr_detr_deformable/configs/quickstart_synthetic.py``)
-with the same iterations, data and seeds through ``projects/train_net.py``, and reports bbox AP / AP50
-(``synthetic_val``) and seconds per iteration. Writes a Markdown table and a PNG of AP vs iteration.
-The paper's ordering (COCO, 12 epochs: primary only 47.6 < + one auxiliary route 49.6 / 50.4 < all three
-50.7) is the hypothesis; with few iterations and one seed, differences can be within noise: use
-``--seeds`` to see the spread.
+with the same iterations, data and seeds through ``projects/train_net.py``; any further override goes
+through ``--opts``. Each run keeps a checkpoint at every evaluation; ``--diagnose`` runs the route
+diagnostics (``mrdetr.evaluation.route_diagnostics``: per-route AP raw and after class-wise NMS,
+duplicates per found object, one-to-many positive fraction) on each of them. Everything lands in one JSON
+file (``--json``); the Markdown tables and the plot regenerate from it alone:
 
-    python benchmarks/ablation_routes.py [--iters 700] [--eval-every 175] [--seeds 42] [--output DIR]
+    python benchmarks/ablation_routes.py --tag a_700it --iters 700 --eval-every 175 --seeds 1 2 \\
+        --settings "primary only" "all three routes" --jobs 2 --threads 1 --diagnose --reuse
+    python benchmarks/ablation_routes.py --report benchmarks/results/route_study/a_700it.json
+
+The paper's ordering (COCO, 12 epochs: primary only 47.6 < + one auxiliary route 49.6 / 50.4 < all three
+50.7) is the hypothesis; ``--seeds`` gives the spread.
 """
 
 from __future__ import annotations
@@ -15,12 +20,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ablation_report import write_outputs  # noqa: E402
+
 BASE = REPO / "projects/mr_detr_deformable/configs/quickstart_synthetic.py"
 PLUSPLUS = REPO / "projects/mr_detr_pp_align/configs/quickstart_synthetic_pp.py"
 SETTINGS = {
@@ -32,22 +43,40 @@ SETTINGS = {
 }
 
 
+def run_tag(name: str, seed: int) -> str:
+    """Folder name of one (setting, seed) run."""
+    tag = name.replace(" ", "_").replace("+", "plus").replace("(", "").replace(")", "")
+    return f"{tag}_seed{seed}"
+
+
 def run_setting(config: Path, routes: list[str], seed: int, args, out: Path) -> dict:
-    """Train one setting; return its AP curve and median seconds per iteration."""
+    """Train one setting (resuming a partial run found in ``out``); return its curve and speed."""
     overrides = [
         f"model.train_routes={json.dumps(routes)}",
         f"train.max_iter={args.iters}",
         f"train.eval_period={args.eval_every}",
-        f"train.checkpointer.period={args.iters}",
+        f"train.checkpointer.period={args.eval_every}",
+        "train.checkpointer.max_to_keep=1000",
         f"train.seed={seed}",
         f"dataloader.train.seed={seed}",
         f"train.output_dir={out}",
         "train.eval_at_start=False",
+        *args.opts,
     ]
     cmd = [sys.executable, str(REPO / "projects/train_net.py"), "--config-file", str(config)]
-    proc = subprocess.run(cmd + overrides, cwd=REPO, capture_output=True, text=True)
+    if (out / "last_checkpoint").is_file():
+        cmd.append("--resume")
+    env = dict(os.environ)
+    if args.threads:
+        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "train_stdout.txt", "a") as log:
+        proc = subprocess.run(
+            cmd + overrides, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env
+        )
     if proc.returncode != 0:
-        raise RuntimeError(f"{config.name} {routes}: training failed:\n{proc.stderr[-3000:]}")
+        tail = (out / "train_stdout.txt").read_text()[-3000:]
+        raise RuntimeError(f"{config.name} {routes} seed {seed}: training failed:\n{tail}")
     run = read_run(out, args.iters)
     if run is None:
         raise RuntimeError(f"{config.name} {routes}: no final evaluation in {out / 'metrics.json'}")
@@ -59,16 +88,59 @@ def read_run(run_dir: Path, iters: int) -> dict | None:
     metrics = run_dir / "metrics.json"
     if not metrics.is_file():
         return None
-    curve, times = [], []
+    curve, times = {}, []
     for line in metrics.read_text().splitlines():
         m = json.loads(line)
-        if "bbox/AP" in m:
-            curve.append((m["iteration"], m["bbox/AP"], m["bbox/AP50"]))
+        if "bbox/AP" in m:  # a resumed run may log an evaluation twice: keep the last
+            curve[m["iteration"]] = (m["iteration"], m["bbox/AP"], m["bbox/AP50"])
         if "time" in m:
             times.append(m["time"])
-    if not curve or curve[-1][0] < iters - 1:
+    points = [curve[k] for k in sorted(curve)]
+    if not points or points[-1][0] < iters - 1:
         return None
-    return {"curve": curve, "sec_per_iter": statistics.median(times) if times else float("nan")}
+    return {"curve": points, "sec_per_iter": statistics.median(times) if times else float("nan")}
+
+
+def diagnose_run(run_dir: Path, config: Path, routes: list[str], args) -> dict[str, dict]:
+    """Route diagnostics of every kept checkpoint of one run, cached as ``route_report_<it>.json``."""
+    from mrdetr.evaluation.route_diagnostics import checkpoint_iteration
+
+    reports = {}
+    for ckpt in sorted(run_dir.glob("model_*.pth")):
+        if ckpt.stem == "model_final":
+            continue
+        it = checkpoint_iteration(ckpt)
+        cached = run_dir / f"route_report_{it:07d}.json"
+        if not cached.is_file():
+            cmd = [
+                sys.executable, str(REPO / "tools/route_report.py"), "--config-file", str(config),
+                "--json", str(cached), "--nms", str(args.nms), "--quiet",
+                "--opts", f"train.init_checkpoint={ckpt}", f"model.train_routes={json.dumps(routes)}",
+                *args.opts,
+            ]  # fmt: skip
+            env = dict(os.environ)
+            if args.threads:
+                env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+            proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+            if proc.returncode != 0:
+                raise RuntimeError(f"route report of {ckpt} failed:\n{proc.stderr[-3000:]}")
+        reports[str(it)] = json.loads(cached.read_text())
+    return reports
+
+
+def machine() -> dict:
+    """CPU model and matrix-unit flags of this machine, for the record."""
+    model, flags = platform.processor(), []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = sorted(f for f in line.split() if f.startswith(("amx", "avx512_bf16")))
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "isa": flags, "cores": os.cpu_count(), "host": platform.node()}
 
 
 def main(argv=None) -> None:
@@ -76,80 +148,63 @@ def main(argv=None) -> None:
     parser.add_argument("--iters", type=int, default=700)
     parser.add_argument("--eval-every", type=int, default=175)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42])
-    parser.add_argument("--output", default=str(REPO / "output" / "ablation_routes"))
+    parser.add_argument("--tag", default="ablation_routes", help="name of this study part")
+    parser.add_argument("--output", default="", help="run folders (default output/route_study/TAG)")
+    parser.add_argument("--json", default="", help="results file (default OUTPUT/TAG.json)")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--opts", nargs="*", default=[], help="config overrides for every run")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
+    parser.add_argument("--threads", type=int, default=0, help="threads per run (0: torch default)")
+    parser.add_argument("--diagnose", action="store_true", help="route diagnostics per checkpoint")
+    parser.add_argument("--nms", type=float, default=0.7, help="class-wise NMS IoU of diagnostics")
     parser.add_argument(
         "--reuse", action="store_true", help="keep finished runs found in --output (resume)"
     )
+    parser.add_argument("--report", metavar="JSON", help="only regenerate tables/plot from JSON")
     args = parser.parse_args(argv)
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results: dict[str, list[dict]] = {name: [] for name in args.settings}
-    # seeds outside, settings inside: an interrupted run still has complete seeds to compare
-    for seed in args.seeds:
-        for name in args.settings:
-            config, routes = SETTINGS[name]
-            tag = name.replace(" ", "_").replace("+", "plus").replace("(", "").replace(")", "")
-            run_dir = out_dir / f"{tag}_seed{seed}"
-            run = read_run(run_dir, args.iters) if args.reuse else None
-            if run is None:
-                run = run_setting(config, routes, seed, args, run_dir)
-            results[name].append(run)
-            final = run["curve"][-1]
-            print(f"{name:24s} seed {seed}: AP {final[1]:.1f} AP50 {final[2]:.1f} "
-                  f"{run['sec_per_iter']:.2f} s/iter", flush=True)  # fmt: skip
-            write_table(results, args, out_dir)
-            write_plot(results, out_dir)
-
-
-def write_table(results: dict[str, list[dict]], args, out_dir: Path) -> None:
-    """Markdown table (mean ± sd over the finished seeds) and the raw curves as JSON."""
-    done = {name: runs for name, runs in results.items() if runs}
-    lines = [
-        f"Route ablation: quick-start model, {args.iters} iterations, seeds {args.seeds}",
-        "",
-        "| setting | runs | AP (mean ± sd) | AP50 (mean ± sd) | s / iteration |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for name, runs in done.items():
-        ap = [r["curve"][-1][1] for r in runs]
-        ap50 = [r["curve"][-1][2] for r in runs]
-        sec = statistics.mean(r["sec_per_iter"] for r in runs)
-        lines.append(f"| {name} | {len(runs)} | {_mean_sd(ap)} | {_mean_sd(ap50)} | {sec:.2f} |")
-    table = "\n".join(lines) + "\n"
-    (out_dir / "ablation_routes.md").write_text(table)
-    (out_dir / "ablation_routes.json").write_text(json.dumps(results, indent=1))
-    print(table, flush=True)
-
-
-def _mean_sd(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.1f} ± {sd:.1f}"
-
-
-def write_plot(results: dict[str, list[dict]], out_dir: Path) -> None:
-    """PNG of AP vs iteration, one line per (setting, seed)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot (pip install mrdetr[plot])")
+    if args.report:
+        write_outputs(json.loads(Path(args.report).read_text()), Path(args.report).with_suffix(""))
         return
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for j, (name, runs) in enumerate(results.items()):
-        for i, run in enumerate(runs):
-            its, aps = [c[0] for c in run["curve"]], [c[1] for c in run["curve"]]
-            label = name if i == 0 else None
-            ax.plot(its, aps, marker="o", color=f"C{j}", label=label, alpha=0.8)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("bbox AP (synthetic_val)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "ablation_routes.png", dpi=100)
-    plt.close(fig)
-    print(f"wrote {out_dir / 'ablation_routes.md'} and {out_dir / 'ablation_routes.png'}")
+    out_dir = Path(args.output or REPO / "output" / "route_study" / args.tag)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = Path(args.json) if args.json else out_dir / f"{args.tag}.json"
+    study = {
+        "tag": args.tag,
+        "base_configs": {name: str(SETTINGS[name][0].relative_to(REPO)) for name in args.settings},
+        "iters": args.iters,
+        "eval_every": args.eval_every,
+        "seeds": args.seeds,
+        "opts": args.opts,
+        "nms": args.nms,
+        "machine": machine(),
+        "command": "python benchmarks/ablation_routes.py " + " ".join(argv or sys.argv[1:]),
+        "runs": [],
+    }
+    # seeds outside, settings inside: an interrupted study still has complete seeds to compare
+    todo = [(seed, name) for seed in args.seeds for name in args.settings]
+
+    def one(item):
+        seed, name = item
+        config, routes = SETTINGS[name]
+        run_dir = out_dir / run_tag(name, seed)
+        run = read_run(run_dir, args.iters) if args.reuse else None
+        start = time.time()
+        if run is None:
+            run = run_setting(config, routes, seed, args, run_dir)
+        run.update(setting=name, seed=seed, routes=routes, dir=str(run_dir))
+        if args.diagnose:
+            run["diagnostics"] = diagnose_run(run_dir, config, routes, args)
+        final = run["curve"][-1]
+        print(f"{name:24s} seed {seed}: AP {final[1]:.1f} AP50 {final[2]:.1f} "
+              f"{run['sec_per_iter']:.2f} s/iter ({time.time() - start:.0f} s)", flush=True)  # fmt: skip
+        return run
+
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        for run in pool.map(one, todo):
+            study["runs"].append(run)
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(study, indent=1))
+            write_outputs(study, json_path.with_suffix(""))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""The route-ablation script runs end to end (bounded: 2 settings, 2 iterations) and writes its
-Markdown table and PNG plot."""
+"""The route-study script runs end to end (bounded: 2 settings, 2 iterations, diagnostics of each kept
+checkpoint), writes its JSON, and its Markdown tables and plot regenerate from that JSON alone."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 from tiny_model import REPO
@@ -12,37 +13,47 @@ from mrdetr.data.synthetic import generate_synthetic_dataset
 sys.path.insert(0, str(REPO / "benchmarks"))
 import ablation_routes  # noqa: E402
 
+PNG = b"\x89PNG\r\n\x1a\n"
 
-def test_ablation_script_writes_table_and_plot(tmp_path, monkeypatch):
+
+def test_ablation_script_writes_json_table_and_plot(tmp_path, monkeypatch):
     generate_synthetic_dataset(
         tmp_path / "datasets" / "synthetic", num_train=4, num_val=2, image_size=64, progress=False
     )
     monkeypatch.setenv("MRDETR_DATASETS", str(tmp_path / "datasets"))
-    out = tmp_path / "ablation"
-    ablation_routes.main(
-        [
-            "--iters",
-            "2",
-            "--eval-every",
-            "2",
-            "--output",
-            str(out),
-            "--settings",
-            "primary only",
-            "++ (route-aware MoE)",
-        ]  # fmt: skip
-    )
-    table = (out / "ablation_routes.md").read_text()
-    assert "| primary only |" in table and "| ++ (route-aware MoE) |" in table
-    assert (out / "ablation_routes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = tmp_path / "study"
+    args = ["--iters", "2", "--eval-every", "2", "--output", str(out), "--tag", "t", "--diagnose",
+            "--settings", "primary only", "++ (route-aware MoE)",
+            "--opts", "dataloader.test.mapper.augmentation.min_size=64"]  # fmt: skip
+    ablation_routes.main(args)
+    study = json.loads((out / "t.json").read_text())
+    assert study["opts"] == ["dataloader.test.mapper.augmentation.min_size=64"]
+    assert [r["setting"] for r in study["runs"]] == ["primary only", "++ (route-aware MoE)"]
+    for run in study["runs"]:
+        assert run["curve"][-1][0] in (1, 2)  # the final evaluation
+        (report,) = run["diagnostics"].values()  # one kept checkpoint: model_0000001.pth
+        assert set(report["routes"]) == {"primary", "instruct", "sep_ffn"}
+        assert (out / run["dir"].split("/")[-1] / "model_0000001.pth").is_file()
+    table = (out / "t.md").read_text()
+    assert "| primary only | 1 |" in table and "| ++ (route-aware MoE) | 1 |" in table
+    assert "primary AP, NMS" in table and "primary dups / object" in table
+    assert (out / "t.png").read_bytes()[:8] == PNG
 
-    # --reuse keeps the finished runs: nothing is trained again
-    def no_training(*args, **kwargs):
-        raise AssertionError("a finished run was trained again")
+    # --reuse keeps the finished runs and their cached diagnostics: nothing runs again
+    def nothing_again(*args, **kwargs):
+        raise AssertionError("a finished run was trained or diagnosed again")
 
-    monkeypatch.setattr(ablation_routes, "run_setting", no_training)
-    ablation_routes.main(
-        ["--iters", "2", "--eval-every", "2", "--output", str(out), "--reuse"]
-        + ["--settings", "primary only", "++ (route-aware MoE)"]
-    )
-    assert (out / "ablation_routes.md").read_text() == table
+    monkeypatch.setattr(ablation_routes, "run_setting", nothing_again)
+    monkeypatch.setattr(ablation_routes.subprocess, "run", nothing_again)
+    ablation_routes.main(args + ["--reuse"])
+    again = json.loads((out / "t.json").read_text())
+    assert [r["curve"] for r in again["runs"]] == [r["curve"] for r in study["runs"]]
+    assert [r["diagnostics"] for r in again["runs"]] == [r["diagnostics"] for r in study["runs"]]
+
+    # the tables and the plot come from the JSON alone
+    table = (out / "t.md").read_text()
+    (out / "t.md").unlink()
+    (out / "t.png").unlink()
+    ablation_routes.main(["--report", str(out / "t.json")])
+    assert (out / "t.md").read_text() == table
+    assert (out / "t.png").read_bytes()[:8] == PNG

@@ -1,0 +1,149 @@
+"""Markdown tables and plot of a route study, regenerated from its JSON alone.
+
+    python benchmarks/ablation_routes.py --report benchmarks/results/route_study/a_700it.json
+
+Writes ``<stem>.md`` (final values, mean ± sd over seeds, per-seed values; the curve of every metric
+per evaluation) and ``<stem>.png`` (one panel per metric; per setting the mean line over seeds and a
+band from the lowest to the highest seed).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+# (label, route, key) of the route diagnostics shown in the tables and the plot
+DIAGNOSTIC_METRICS = (
+    ("primary AP, NMS", "primary", "AP_nms"),
+    ("primary dups / object", "primary", "dups_per_object"),
+    ("instruct AP, NMS", "instruct", "AP_nms"),
+    ("sep_ffn AP, NMS", "sep_ffn", "AP_nms"),
+    ("o2m positives / query", "o2m", "positive_fraction"),
+    ("o2m matches / object", "o2m", "matches_per_object"),
+)
+
+
+def run_metrics(run: dict) -> dict[str, dict[int, float]]:
+    """Every metric of one run as ``{label: {iteration: value}}``."""
+    metrics: dict[str, dict[int, float]] = {
+        "primary AP": {int(c[0]): c[1] for c in run["curve"]},
+        "primary AP50": {int(c[0]): c[2] for c in run["curve"]},
+    }
+    for it, report in run.get("diagnostics", {}).items():
+        for label, route, key in DIAGNOSTIC_METRICS:
+            if route == "o2m":
+                value = report.get("one_to_many", {}).get(key)
+            else:
+                value = report.get("routes", {}).get(route, {}).get(key)
+            if value is not None:
+                metrics.setdefault(label, {})[int(it)] = value
+    return metrics
+
+
+def _mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} ± {sd:.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+
+
+def gather(study: dict) -> dict[str, dict[str, list[dict[int, float]]]]:
+    """``{setting: {metric: [per-seed {iteration: value}]}}`` in the study's run order."""
+    by_setting: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for run in study["runs"]:
+        for label, series in run_metrics(run).items():
+            by_setting[run["setting"]][label].append(series)
+    return by_setting
+
+
+def tables(study: dict) -> str:
+    """The Markdown report of one study part."""
+    by_setting = gather(study)
+    labels = [m for m in ["primary AP", "primary AP50"] + [d[0] for d in DIAGNOSTIC_METRICS]
+              if any(m in s for s in by_setting.values())]  # fmt: skip
+    mach = study.get("machine", {})
+    lines = [
+        f"## Route study `{study['tag']}`: {study['iters']} iterations, seeds {study['seeds']}",
+        "",
+        f"Command: `{study.get('command', '')}`; overrides: `{' '.join(study.get('opts', [])) or '-'}`;"
+        f" machine: {mach.get('cpu', '?')}, ISA {', '.join(mach.get('isa', [])) or '-'}.",
+        "",
+        "Final evaluation (mean ± sd over seeds; per-seed values in brackets):",
+        "",
+        "| setting | seeds | s / iter | " + " | ".join(labels) + " |",
+        "| --- | --- | --- | " + " | ".join("---" for _ in labels) + " |",
+    ]
+    for name, metrics in by_setting.items():
+        runs = [r for r in study["runs"] if r["setting"] == name]
+        sec = statistics.mean(r["sec_per_iter"] for r in runs)
+        cells = []
+        for label in labels:
+            finals = [s[max(s)] for s in metrics.get(label, []) if s]
+            per_seed = ", ".join(f"{v:.1f}" for v in finals)
+            cells.append(f"{_mean_sd(finals)} [{per_seed}]" if finals else "-")
+        lines.append(f"| {name} | {len(runs)} | {sec:.2f} | " + " | ".join(cells) + " |")
+    lines += ["", "Per evaluation (mean over seeds):", ""]
+    for label in labels:
+        its = sorted({it for m in by_setting.values() for s in m.get(label, []) for it in s})
+        lines += [f"{label}:", "", "| setting | " + " | ".join(str(i) for i in its) + " |",
+                  "| --- | " + " | ".join("---" for _ in its) + " |"]  # fmt: skip
+        for name, metrics in by_setting.items():
+            row = []
+            for it in its:
+                vals = [s[it] for s in metrics.get(label, []) if it in s]
+                row.append(f"{statistics.mean(vals):.2f}" if vals else "-")
+            lines.append(f"| {name} | " + " | ".join(row) + " |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def write_plot(study: dict, path: Path) -> bool:
+    """One panel per metric: mean over seeds per setting, band from the lowest to the highest seed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install mrdetr[plot])")
+        return False
+    by_setting = gather(study)
+    labels = [m for m in ["primary AP", "primary AP50"] + [d[0] for d in DIAGNOSTIC_METRICS]
+              if any(m in s for s in by_setting.values())]  # fmt: skip
+    cols = min(3, len(labels))
+    rows = (len(labels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, label in zip(axes.flat, labels):
+        for j, (name, metrics) in enumerate(by_setting.items()):
+            series = metrics.get(label, [])
+            its = sorted({it for s in series for it in s})
+            if not its:
+                continue
+            vals = [[s[it] for s in series if it in s] for it in its]
+            mean = [statistics.mean(v) for v in vals]
+            ax.plot(its, mean, marker="o", color=f"C{j}", label=f"{name} ({len(series)} seeds)")
+            if len(series) > 1:
+                ax.fill_between(its, [min(v) for v in vals], [max(v) for v in vals],
+                                color=f"C{j}", alpha=0.2)  # fmt: skip
+        ax.set_title(label)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(labels) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(f"route study {study['tag']} ({study['iters']} iterations)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def write_outputs(study: dict, stem: Path) -> None:
+    """Write ``stem.md`` and ``stem.png``; a reporting error never stops a running study."""
+    try:
+        text = tables(study)
+        stem.with_suffix(".md").write_text(text)
+        print(text, flush=True)
+        if write_plot(study, stem.with_suffix(".png")):
+            print(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.png')}", flush=True)
+    except Exception as exc:  # noqa: BLE001 - the runs matter more than their report
+        print(f"warning: could not write the report {stem}: {exc!r}", flush=True)
