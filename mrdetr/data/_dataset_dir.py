@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from typing import Any
+
+from mrdetr.utils.file_io import atomic_path, temporary_sibling
 
 __all__ = ["ensure_generated", "prepare_output", "write_atomically"]
 
@@ -25,23 +26,17 @@ def write_atomically(output: str, overwrite: bool, write: Callable[[str], None])
     """Run ``write(tmp)`` on a temporary sibling folder, then rename it to ``output``.
 
     An interrupted run never leaves a half dataset at ``output``; with ``overwrite`` an existing
-    folder is swapped out and deleted only after the new one is in place.
+    folder is moved aside just before the rename and deleted only after the new one is in place.
     """
-    parent = os.path.dirname(output)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.tmp-", dir=parent)
-    try:
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    old = temporary_sibling(output) if overwrite and os.path.exists(output) else None
+    with atomic_path(output) as tmp:
+        os.mkdir(tmp)
         write(tmp)
-        if os.path.exists(output) and overwrite:
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.old-", dir=parent)
-            os.replace(output, os.path.join(old, "data"))
-            os.rename(tmp, output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        if old is not None:
+            os.replace(output, old)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def ensure_generated(
