@@ -49,7 +49,7 @@ def parse_list(text: str, kind: type, name: str) -> list:
 
 
 def _read_state_dict(path: str, use_ema: bool) -> dict[str, Tensor]:
-    from ..checkpoint.official import extract_state_dict, load_checkpoint_file
+    from ..checkpoint.io import extract_state_dict, load_checkpoint_file
 
     obj = load_checkpoint_file(path)
     if use_ema:
