@@ -123,10 +123,8 @@ def load_swin_imagenet(
 ) -> IncompatibleKeys:
     """Load ImageNet Swin weights into the ``backbone`` of a detector (or into a bare backbone).
 
-    Args:
-        model: a detector with a ``backbone`` attribute, or a :class:`SwinTransformer`.
-        state_dict_or_path: a state dict, ``{"model": state_dict}``, or a file path.
-        trusted: see :func:`mrdetr.checkpoint.io.load_checkpoint_file`.
+    ``state_dict_or_path`` and ``trusted`` are read by :func:`mrdetr.checkpoint.io.read_state_dict`;
+    ``model`` is a detector with a ``backbone`` attribute, or a :class:`SwinTransformer`.
 
     Returns:
         missing keys of the backbone (normally only the fresh ``norm{i}``) and unexpected file keys (in
