@@ -90,7 +90,7 @@ def test_timm_round_trip_and_every_key_maps():
 
 
 def test_microsoft_imagenet_file_loads_into_a_detector(tmp_path):
-    """Plain keys + head + final norm + attn_mask; relative_position_index recomputed (spec §5.4)."""
+    """Plain keys + head + final norm + attn_mask; relative_position_index recomputed."""
     src = _ours()
     sd = {k: v.clone() for k, v in src.state_dict().items() if not k.startswith("norm")}
     for k in [k for k in sd if k.endswith("relative_position_index")]:

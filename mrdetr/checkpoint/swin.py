@@ -11,7 +11,10 @@ detectron2 names, so official Mr. DETR Swin-L checkpoints need no renaming. Imag
 
 Conversion into our layout: prefix ``backbone.``, move timm's downsample one stage down, drop ``head.*``,
 the final ``norm.*`` (we have a fresh ``norm{i}`` per output instead) and ``attn_mask``, and recompute
-``relative_position_index`` from the window size (spec §5.4, bug #21).
+``relative_position_index`` from the window size. The mapping is explicit because the original
+training script loads the backbone with detectron2's ``DetectionCheckpointer``, which matches the
+un-prefixed keys of a plain ``.pth`` only with ``?matching_heuristics=True``; without it they
+silently fail to load.
 """
 
 from __future__ import annotations
