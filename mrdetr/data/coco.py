@@ -10,15 +10,7 @@ from typing import Any
 
 from pycocotools.coco import COCO
 
-from ._coco_json import (
-    check_images_and_categories,
-    image_record,
-    is_xywh_box,
-    metadata_path,
-    read_json,
-    register_lazy,
-    validation_error,
-)
+from . import _coco_json as coco_json
 from .catalog import MetadataCatalog
 from .detection_utils import BoxMode
 
@@ -37,8 +29,8 @@ class _NotCocoError(ValueError):
 
 def _validate(data: Any, json_file: str) -> None:
     """Raise one clear error when ``data`` is not a COCO instances file."""
-    fail = validation_error(json_file, "COCO instances", _NotCocoError)
-    check_images_and_categories(data, fail, _REQUIRED_CATEGORY_KEYS)
+    fail = coco_json.validation_error(json_file, "COCO instances", _NotCocoError)
+    coco_json.check_images_and_categories(data, fail, _REQUIRED_CATEGORY_KEYS)
     cat_ids = {c["id"] for c in data["categories"]}
     img_ids = {img["id"] for img in data["images"]}
     ann_ids: set[Any] = set()
@@ -51,7 +43,7 @@ def _validate(data: Any, json_file: str) -> None:
             if anno["id"] in ann_ids:
                 fail(f"annotation id {anno['id']} is not unique")
             ann_ids.add(anno["id"])
-        if not is_xywh_box(anno["bbox"]):
+        if not coco_json.is_xywh_box(anno["bbox"]):
             fail(
                 f"annotation {ident} has bad bbox {anno['bbox']} (expected [x, y, w, h], w, h >= 0)"
             )
@@ -96,12 +88,12 @@ def load_coco_json(
         ValueError: the file is not valid JSON or not a COCO instances file (message says why).
     """
     meta_paths = {
-        "json_file": metadata_path(json_file),
-        "image_root": metadata_path(image_root),
+        "json_file": coco_json.metadata_path(json_file),
+        "image_root": coco_json.metadata_path(image_root),
     }
     json_file = os.fspath(json_file)
     image_root = os.fspath(image_root)
-    data = read_json(json_file, "COCO json")
+    data = coco_json.read_json(json_file, "COCO json")
     _validate(data, json_file)
 
     coco = COCO()
@@ -124,7 +116,7 @@ def load_coco_json(
     num_dropped_segm = 0
     for img_id in sorted(coco.imgs):
         img = coco.imgs[img_id]
-        record = image_record(img, image_root)
+        record = coco_json.image_record(img, image_root)
         annotations = []
         for anno in coco.imgToAnns.get(img_id, []):
             obj: dict[str, Any] = {
@@ -165,7 +157,7 @@ def register_coco_instances(
         image_root: folder of the images.
     """
     paths = {"json_file": os.fspath(json_file), "image_root": os.fspath(image_root)}
-    register_lazy(
+    coco_json.register_lazy(
         name,
         "register_coco_instances",
         lambda dataset: load_coco_json(paths["json_file"], paths["image_root"], dataset),

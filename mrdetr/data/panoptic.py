@@ -17,15 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ._coco_json import (
-    check_images_and_categories,
-    image_record,
-    is_xywh_box,
-    metadata_path,
-    read_json,
-    register_lazy,
-    validation_error,
-)
+from . import _coco_json as coco_json
 from .catalog import Metadata, MetadataCatalog
 from .detection_utils import BadImageError, BoxMode
 from .mapper import DetrDatasetMapper
@@ -120,9 +112,9 @@ def panoptic_metadata(categories: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _validate(data: Any, json_file: str) -> None:
     """Raise one clear error when ``data`` is not a COCO panoptic file."""
-    fail = validation_error(json_file, "COCO panoptic")
+    fail = coco_json.validation_error(json_file, "COCO panoptic")
     hint = " (a panoptic category needs 'isthing')"
-    check_images_and_categories(data, fail, _REQUIRED_CATEGORY_KEYS, hint)
+    coco_json.check_images_and_categories(data, fail, _REQUIRED_CATEGORY_KEYS, hint)
     for anno in data["annotations"]:
         missing = [k for k in _REQUIRED_ANNOTATION_KEYS if k not in anno]
         if missing:
@@ -133,7 +125,7 @@ def _validate(data: Any, json_file: str) -> None:
             missing = [k for k in _REQUIRED_SEGMENT_KEYS if k not in seg]
             if missing:
                 fail(f"a segment of image {anno['image_id']} lacks {missing}")
-            if not is_xywh_box(seg["bbox"]):
+            if not coco_json.is_xywh_box(seg["bbox"]):
                 fail(f"segment {seg['id']} of image {anno['image_id']} has bad bbox {seg['bbox']}")
 
 
@@ -190,9 +182,9 @@ def load_coco_panoptic_json(
             (the message names the file and the offending entry).
     """
     meta_paths = {
-        "panoptic_json": metadata_path(json_file),
-        "panoptic_root": metadata_path(panoptic_root),
-        "image_root": metadata_path(image_root),
+        "panoptic_json": coco_json.metadata_path(json_file),
+        "panoptic_root": coco_json.metadata_path(panoptic_root),
+        "image_root": coco_json.metadata_path(image_root),
     }
     json_file, image_root = os.fspath(json_file), os.fspath(image_root)
     panoptic_root = os.fspath(panoptic_root)
@@ -200,7 +192,7 @@ def load_coco_panoptic_json(
         raise FileNotFoundError(f"COCO panoptic json file '{json_file}' does not exist")
     _check_dir(image_root, "Image")
     _check_dir(panoptic_root, "Panoptic PNG")
-    data = read_json(json_file, "COCO panoptic json")
+    data = coco_json.read_json(json_file, "COCO panoptic json")
     _validate(data, json_file)
 
     derived, id_map = _id_maps(metadata_or_name, data["categories"])
@@ -258,7 +250,7 @@ def load_coco_panoptic_json(
         pan_file = os.path.abspath(os.path.join(panoptic_root, anno["file_name"]))
         dataset_dicts.append(
             {
-                **image_record(img, image_root),
+                **coco_json.image_record(img, image_root),
                 "pan_seg_file_name": pan_file,
                 "segments_info": segments,
                 "annotations": annotations,
@@ -285,11 +277,11 @@ def register_coco_panoptic(
         panoptic_json: the COCO panoptic JSON.
     """
     paths = {
-        "panoptic_json": metadata_path(panoptic_json),
-        "panoptic_root": metadata_path(panoptic_root),
-        "image_root": metadata_path(image_root),
+        "panoptic_json": coco_json.metadata_path(panoptic_json),
+        "panoptic_root": coco_json.metadata_path(panoptic_root),
+        "image_root": coco_json.metadata_path(image_root),
     }
-    register_lazy(
+    coco_json.register_lazy(
         name,
         "register_coco_panoptic",
         lambda dataset: load_coco_panoptic_json(
