@@ -36,6 +36,22 @@ def layout(short_name: str) -> dict:
     return json.loads((root / f"{short_name}.layout.json").read_text())
 
 
+def fake_official_state_dict(info: dict, period: int | None = None) -> dict[str, torch.Tensor]:
+    """A state dict in the official layout of ``info`` (a :func:`layout`) whose values name their key.
+
+    Key number ``i`` is filled with ``i`` (``i % period`` when given); aliased keys share their
+    target's tensor, as in the official checkpoints.
+    """
+    state: dict[str, torch.Tensor] = {}
+    for i, (key, shape, dtype) in enumerate(info["state_dict"]):
+        if key in info["aliased_keys"]:
+            state[key] = state[info["aliased_keys"][key]]
+        else:
+            value = float(i if period is None else i % period)
+            state[key] = torch.full(shape, value, dtype=getattr(torch, dtype))
+    return state
+
+
 def _load(path: Path):
     # The outputs' ``meta`` records the torch version as a ``TorchVersion`` (a str subclass).
     with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):

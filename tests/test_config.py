@@ -335,3 +335,29 @@ def test_save_writes_repr_for_unserialisable_values(tmp_path):
     loaded = LazyConfig.load(path)
     assert loaded.train.fn.startswith("functools.partial(") and "Local" in loaded.model._target_
     assert loaded.train.path == "/x" and list(loaded.lst) == [1, 2]
+
+
+def test_dotted_access_get_has_set() -> None:
+    from mrdetr.config import get_dotted, has_dotted, set_dotted
+
+    cfg = DictConfig(
+        {"train": {"amp": {"enabled": True}, "seed": None, "steps": [10, 20]}},
+        flags={"allow_objects": True},
+    )
+    plain = {"train": {"amp": {"enabled": True}, "steps": [10, 20]}}
+    for tree in (cfg, plain):
+        assert get_dotted(tree, "train.amp.enabled") is True
+        assert get_dotted(tree, "train.steps.1") == 20
+        assert get_dotted(tree, "train.missing.deep", "d") == "d"
+        assert get_dotted(tree, "train.steps.5", "d") == "d"
+        assert has_dotted(tree, "train.amp") and not has_dotted(tree, "train.amp.x")
+    assert get_dotted(cfg, "train.seed", -1) == -1 and not has_dotted(cfg, "train.seed")
+    assert "missing" not in cfg.train  # reading never creates a key
+    marker = object()
+    set_dotted(cfg, "train.amp.model", marker)
+    set_dotted(cfg, "train.steps.0", 5)
+    assert cfg.train.amp.model is marker and list(cfg.train.steps) == [5, 20]
+    with pytest.raises(KeyError, match="'train.nope' is not a config node"):
+        set_dotted(cfg, "train.nope.x", 1)
+    with pytest.raises(ValueError, match="not a dotted key"):
+        get_dotted(cfg, "train..amp")

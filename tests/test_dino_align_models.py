@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from reference_data import eval_batched_inputs, layout, official_weights, ref_outputs
+from reference_data import (
+    eval_batched_inputs,
+    fake_official_state_dict,
+    layout,
+    official_weights,
+    ref_outputs,
+)
 from scipy.optimize import linear_sum_assignment
 from tiny_model import REPO, TINY_OVERRIDES, tiny_batch
 
@@ -248,19 +254,9 @@ def r50(request):
     return request.param, info, model
 
 
-def _fake_official_state_dict(info):
-    state = {}
-    for i, (key, shape, dtype) in enumerate(info["state_dict"]):
-        if key in info["aliased_keys"]:
-            state[key] = state[info["aliased_keys"][key]]
-        else:
-            state[key] = torch.full(shape, float(i), dtype=getattr(torch, dtype))
-    return state
-
-
 def test_official_layout_loads_and_counts_match(r50):
     _, info, model = r50
-    official = _fake_official_state_dict(info)
+    official = fake_official_state_dict(info)
     keys = load_official(model, official)
     assert keys.missing_keys == [] and keys.unexpected_keys == []
     assert torch.equal(model.denoising.label_enc.weight, official["label_enc.weight"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -10,11 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from test_engine_common import ToyDetector, ToyEvaluator, toy_test_set
 
 from mrdetr.config import LazyConfig
 from mrdetr.engine import default_argument_parser
-from mrdetr.engine.runner import main, prepare_config
+from mrdetr.engine.runner import build_model, build_optimizer, do_train, main, prepare_config
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -65,11 +67,32 @@ def test_prepare_config_fast_dev_run_and_evaluator_dir(config_file) -> None:
     cfg = LazyConfig.load(config_file)
     cfg.train.output_dir = "/tmp/run_x"
     cfg.train.fast_dev_run.enabled = True
-    prepare_config(cfg)
-    assert (cfg.train.max_iter, cfg.train.eval_period, cfg.train.log_period) == (20, 10, 1)
-    assert cfg.dataloader.evaluator.output_dir == os.path.join("/tmp/run_x", "inference")
+    before = OmegaConf.to_container(cfg, resolve=False)
+    prepared = prepare_config(cfg)
+    assert OmegaConf.to_container(cfg, resolve=False) == before  # the input is not edited
+    train = prepared.train
+    assert (train.max_iter, train.eval_period, train.log_period) == (20, 10, 1)
+    assert prepared.dataloader.evaluator.output_dir == os.path.join("/tmp/run_x", "inference")
     cfg.dataloader.evaluator.output_dir = "/explicit"
     assert prepare_config(cfg).dataloader.evaluator.output_dir == "/explicit"
+
+
+def test_building_and_training_leave_the_config_unchanged(config_file, tmp_path) -> None:
+    cfg = LazyConfig.load(config_file)
+    cfg.train.output_dir = str(tmp_path / "run")
+    cfg.train.max_iter = 2
+    cfg.train.eval_period = 0
+    before = copy.deepcopy(OmegaConf.to_container(cfg, resolve=False))
+    model = build_model(cfg)
+    optimizer = build_optimizer(cfg, model)
+    assert len(optimizer.param_groups) >= 1 and optimizer.defaults["lr"] == cfg.optimizer.lr
+    do_train(cfg, _args(config_file))
+    cfg.train.max_iter = 3  # resume: the loader is built with start_iter > 0
+    before["train"]["max_iter"] = 3
+    trainer = do_train(cfg, _args(config_file, "--resume"))
+    assert trainer.iter == 3 and trainer.start_iter == 2
+    assert OmegaConf.to_container(cfg, resolve=False) == before
+    assert "model" not in cfg.optimizer.params and "start_iter" not in cfg.dataloader.train
 
 
 def test_train_resume_and_eval_only(config_file, tmp_path) -> None:

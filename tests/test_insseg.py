@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from reference_data import layout
+from reference_data import fake_official_state_dict, layout
 from tiny_model import REPO, TINY_OVERRIDES, tiny_batch
 
 from mrdetr.checkpoint.official import convert_official_to_ours, load_official
@@ -241,12 +241,7 @@ def test_official_insseg_layout_loads_with_no_missing_or_unexpected_keys():
     info = layout("mrdetr_deformable_insseg_r50")
     torch.manual_seed(0)
     model = instantiate(LazyConfig.load(str(CONFIG)).model)
-    state = {}
-    for i, (key, shape, dtype) in enumerate(info["state_dict"]):
-        if key in info["aliased_keys"]:
-            state[key] = state[info["aliased_keys"][key]]
-        else:
-            state[key] = torch.full(shape, float(i % 1000), dtype=getattr(torch, dtype))
+    state = fake_official_state_dict(info, period=1000)
     keys = load_official(model, state)
     assert keys.missing_keys == [] and keys.unexpected_keys == []
     ours = model.state_dict()

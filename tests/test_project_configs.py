@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mrdetr.config import LazyConfig
+from mrdetr.config import LazyConfig, get_dotted
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_CONFIGS = sorted((REPO / "projects").glob("*/configs/**/*.py"))
@@ -22,13 +22,6 @@ def test_the_official_config_paths_exist():
         assert official in names
 
 
-def _select(cfg, key: str):
-    node = cfg
-    for part in key.split("."):
-        node = node[part]
-    return node
-
-
 @pytest.mark.parametrize(
     "path", PROJECT_CONFIGS, ids=lambda p: str(p.relative_to(REPO / "projects"))
 )
@@ -37,7 +30,7 @@ def test_config_loads_with_all_sections(path):
     assert {"model", "train", "optimizer", "lr_multiplier", "dataloader"} <= set(cfg)
     # official key names users type on the command line
     for key in ("model.num_queries", "model.select_box_nums_for_evaluation", "train.max_iter"):
-        LazyConfig.apply_overrides(cfg, [f"{key}={_select(cfg, key)}"])
+        LazyConfig.apply_overrides(cfg, [f"{key}={get_dotted(cfg, key)}"])
     assert cfg.model.transformer.proposals.num_queries == cfg.model.num_queries
     assert cfg.lr_multiplier.scheduler.milestones[-1] >= 1
 

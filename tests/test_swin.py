@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
-from reference_data import layout
+from reference_data import fake_official_state_dict, layout
 from tiny_model import REPO
 from torch.nn import functional as F
 
@@ -90,7 +90,7 @@ def test_timm_round_trip_and_every_key_maps():
 
 
 def test_microsoft_imagenet_file_loads_into_a_detector(tmp_path):
-    """Plain keys + head + final norm + attn_mask; relative_position_index recomputed (spec §5.4)."""
+    """Plain keys + head + final norm + attn_mask; relative_position_index recomputed."""
     src = _ours()
     sd = {k: v.clone() for k, v in src.state_dict().items() if not k.startswith("norm")}
     for k in [k for k in sd if k.endswith("relative_position_index")]:
@@ -188,12 +188,7 @@ def swinl_align():
 
 def test_swinl_align_layout_loads_with_no_missing_or_unexpected_keys(swinl_align):
     info = layout("mrdetr_align_swinl")
-    state = {}
-    for i, (key, shape, dtype) in enumerate(info["state_dict"]):
-        if key in info["aliased_keys"]:
-            state[key] = state[info["aliased_keys"][key]]
-        else:
-            state[key] = torch.full(shape, float(i % 1000), dtype=getattr(torch, dtype))
+    state = fake_official_state_dict(info, period=1000)
     keys = load_official(swinl_align, state)
     assert keys.missing_keys == [] and keys.unexpected_keys == []
     ours = swinl_align.state_dict()

@@ -2,9 +2,10 @@
 
 A checkpoint file is ``{"model", "optimizer", "scheduler", "grad_scaler", "ema", "iteration",
 "rng", ...extra}``; every value is a tensor or plain Python data so ``torch.load(...,
-weights_only=True)`` reads it. Writes go to ``<name>.pth.tmp`` in the same directory, are fsynced
-and then renamed over the final name, so a crash never leaves a half-written checkpoint behind;
-``last_checkpoint`` (the basename of the newest file) is replaced the same way afterwards.
+weights_only=True)`` reads it. Writes go through :func:`mrdetr.utils.file_io.atomic_write` (a
+temporary file in the same directory, fsynced, renamed over the final name, directory fsynced), so a
+crash never leaves a half-written checkpoint behind; ``last_checkpoint`` (the basename of the newest
+file) is replaced the same way afterwards.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from torch import nn
 
 from mrdetr.utils import comm
 from mrdetr.utils.env import capture_rng_state, restore_rng_state
+from mrdetr.utils.file_io import atomic_write, atomic_write_text
 
-__all__ = ["CheckpointError", "Checkpointer", "atomic_write"]
+__all__ = ["CheckpointError", "Checkpointer"]
 
 logger = logging.getLogger(__name__)
 
 LAST_CHECKPOINT_FILE = "last_checkpoint"
-_TMP_SUFFIX = ".tmp"
 _EXTENSION = ".pth"
 
 
@@ -36,43 +37,6 @@ class _Stateful(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> Any: ...
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. directories cannot be opened on this platform
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str, write_fn: Any) -> None:
-    """Write ``path`` atomically: ``write_fn(file)`` fills ``path + ".tmp"``, then it is renamed.
-
-    On any exception the temporary file is removed and ``path`` keeps its previous content.
-
-    Args:
-        path: destination file.
-        write_fn: callable receiving an open binary file object.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp_path = path + _TMP_SUFFIX
-    try:
-        with open(tmp_path, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
-    _fsync_dir(directory)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -149,7 +113,7 @@ class Checkpointer:
     def tag_last_checkpoint(self, basename: str) -> None:
         """Atomically record ``basename`` as the newest checkpoint."""
         target = os.path.join(self.save_dir, LAST_CHECKPOINT_FILE)
-        atomic_write(target, lambda f: f.write(basename.encode("utf-8")))
+        atomic_write_text(target, basename)
 
     # ------------------------------------------------------------------ queries
     def has_checkpoint(self) -> bool:

@@ -12,10 +12,17 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+
+from .io import (
+    IncompatibleKeys,
+    load_checked,
+    read_state_dict,
+)
+from .resnet import convert_torchvision_resnet_to_ours, is_torchvision_resnet
+from .swin import convert_swin_imagenet_to_ours
 
 logger = logging.getLogger(__name__)
 
@@ -77,14 +84,6 @@ _OFFICIAL_MARKERS = (
     "transformer.enc_output.",
     "class_embed_o2m_encoder",
 )
-
-
-class IncompatibleKeys(NamedTuple):
-    """Keys that did not load: ``missing_keys`` (in the model, not in the file) and
-    ``unexpected_keys`` (in the file, not in the model)."""
-
-    missing_keys: list[str]
-    unexpected_keys: list[str]
 
 
 def _num_decoder_layers(keys) -> int:
@@ -163,9 +162,6 @@ def convert_to_ours(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     backbone files for initialisation: torchvision ResNet (``conv1``, ``layer1``...) and plain Swin
     (Microsoft release or timm) — those become ``backbone.*`` keys.
     """
-    from .resnet import convert_torchvision_resnet_to_ours, is_torchvision_resnet
-    from .swin import convert_swin_imagenet_to_ours
-
     if is_official_layout(state_dict):
         return convert_official_to_ours(state_dict)
     if is_torchvision_resnet(state_dict):
@@ -175,43 +171,6 @@ def convert_to_ours(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     ):
         return convert_swin_imagenet_to_ours(state_dict)
     return dict(state_dict)
-
-
-def load_checkpoint_file(path: str | os.PathLike, *, trusted: bool = False) -> dict:
-    """Read a checkpoint with ``torch.load(weights_only=True)``.
-
-    Args:
-        path: file to read.
-        trusted: allow full unpickling when ``weights_only`` refuses the file (only for files you trust).
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        RuntimeError: the file is unreadable, or needs unpickling and ``trusted`` is False.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - re-raised with context below
-        if not trusted:
-            raise RuntimeError(
-                f"cannot read checkpoint {path} with torch.load(weights_only=True): {exc}. "
-                "If you trust this file, load it with trusted=True (it will be unpickled)."
-            ) from None
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc2:  # noqa: BLE001
-            raise RuntimeError(f"cannot read checkpoint {path}: {exc2}") from None
-
-
-def extract_state_dict(obj) -> dict[str, Tensor]:
-    """Unwrap ``{"model": state_dict, ...}`` (official and our checkpoints) or return a plain state dict."""
-    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
-        obj = obj["model"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ValueError("checkpoint does not hold a state dict (a mapping of names to tensors)")
-    return dict(obj)
 
 
 def load_official(
@@ -225,7 +184,7 @@ def load_official(
     Args:
         model: the model to fill.
         state_dict_or_path: a state dict, ``{"model": state_dict}``, or a file path.
-        trusted: see :func:`load_checkpoint_file`.
+        trusted: see :func:`mrdetr.checkpoint.io.load_checkpoint_file`.
 
     Returns:
         the missing and unexpected keys (in our names); both empty for a matching checkpoint.
@@ -233,22 +192,8 @@ def load_official(
     Raises:
         ValueError: if any tensor's shape differs from the model's (every such key is named, with both shapes).
     """
-    obj = (
-        load_checkpoint_file(state_dict_or_path, trusted=trusted)
-        if isinstance(state_dict_or_path, (str, os.PathLike))
-        else state_dict_or_path
-    )
-    state_dict = convert_to_ours(extract_state_dict(obj))
-    own = model.state_dict()
-    mismatched = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in state_dict.items()
-        if k in own and own[k].shape != v.shape
-    ]
-    if mismatched:
-        raise ValueError("checkpoint shapes do not match the model:\n  " + "\n  ".join(mismatched))
-    result = model.load_state_dict(state_dict, strict=False)
-    keys = IncompatibleKeys(list(result.missing_keys), list(result.unexpected_keys))
+    state_dict = convert_to_ours(read_state_dict(state_dict_or_path, trusted=trusted))
+    keys = load_checked(model, state_dict)
     if keys.missing_keys:
         logger.warning("keys missing from the checkpoint: %s", ", ".join(keys.missing_keys))
     if keys.unexpected_keys:

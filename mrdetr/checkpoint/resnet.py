@@ -1,4 +1,8 @@
-"""torchvision ImageNet ResNet weights -> our ``backbone.*`` keys (detectron2 layout, spec §5.3).
+"""torchvision ImageNet ResNet weights -> our ``backbone.*`` keys (detectron2 layout).
+
+The original configs load ``detectron2://ImageNetPretrained/torchvision/R-50.pkl``: torchvision's
+ResNet-50 (v1) renamed by detectron2's ``convert-torchvision-to-d2.py`` and loaded by suffix
+matching. We read torchvision's own weights with the same renaming, written out:
 
 ``conv1``/``bn1`` -> ``stem.conv1`` / ``stem.conv1.norm``; ``layer{N}.{i}.conv{k}``/``bn{k}`` ->
 ``res{N+1}.{i}.conv{k}`` / ``.conv{k}.norm``; ``downsample.0``/``.1`` -> ``shortcut`` / ``shortcut.norm``;

@@ -11,7 +11,10 @@ detectron2 names, so official Mr. DETR Swin-L checkpoints need no renaming. Imag
 
 Conversion into our layout: prefix ``backbone.``, move timm's downsample one stage down, drop ``head.*``,
 the final ``norm.*`` (we have a fresh ``norm{i}`` per output instead) and ``attn_mask``, and recompute
-``relative_position_index`` from the window size (spec §5.4, bug #21).
+``relative_position_index`` from the window size. The mapping is explicit because the original
+training script loads the backbone with detectron2's ``DetectionCheckpointer``, which matches the
+un-prefixed keys of a plain ``.pth`` only with ``?matching_heuristics=True``; without it they
+silently fail to load.
 """
 
 from __future__ import annotations
@@ -22,11 +25,10 @@ import os
 import re
 from collections.abc import Mapping
 
-import torch
 from timm.models.swin_transformer import get_relative_position_index
 from torch import Tensor, nn
 
-from .official import IncompatibleKeys, extract_state_dict, load_checkpoint_file
+from .io import IncompatibleKeys, load_checked, read_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -124,10 +126,8 @@ def load_swin_imagenet(
 ) -> IncompatibleKeys:
     """Load ImageNet Swin weights into the ``backbone`` of a detector (or into a bare backbone).
 
-    Args:
-        model: a detector with a ``backbone`` attribute, or a :class:`SwinTransformer`.
-        state_dict_or_path: a state dict, ``{"model": state_dict}``, or a file path.
-        trusted: see :func:`mrdetr.checkpoint.official.load_checkpoint_file`.
+    ``state_dict_or_path`` and ``trusted`` are read by :func:`mrdetr.checkpoint.io.read_state_dict`;
+    ``model`` is a detector with a ``backbone`` attribute, or a :class:`SwinTransformer`.
 
     Returns:
         missing keys of the backbone (normally only the fresh ``norm{i}``) and unexpected file keys (in
@@ -136,30 +136,10 @@ def load_swin_imagenet(
     Raises:
         ValueError: naming every key whose shape differs from the model's.
     """
-    obj = (
-        load_checkpoint_file(state_dict_or_path, trusted=trusted)
-        if isinstance(state_dict_or_path, (str, os.PathLike))
-        else state_dict_or_path
-    )
-    converted = convert_swin_imagenet_to_ours(extract_state_dict(obj))
-    bare = not hasattr(model, "backbone")
-    target = model if bare else model.backbone
+    converted = convert_swin_imagenet_to_ours(read_state_dict(state_dict_or_path, trusted=trusted))
+    target = model.backbone if hasattr(model, "backbone") else model
     converted = {k[len(_PREFIX) :]: v for k, v in converted.items()}
-    own = target.state_dict()
-    mismatched = [
-        f"backbone.{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in converted.items()
-        if k in own and own[k].shape != v.shape
-    ]
-    if mismatched:
-        raise ValueError(
-            "Swin checkpoint shapes do not match the model:\n  " + "\n  ".join(mismatched)
-        )
-    with torch.no_grad():
-        result = target.load_state_dict(converted, strict=False)
-    keys = IncompatibleKeys(
-        [_PREFIX + k for k in result.missing_keys], [_PREFIX + k for k in result.unexpected_keys]
-    )
+    keys = load_checked(target, converted, what="Swin checkpoint", prefix=_PREFIX)
     if keys.missing_keys:
         logger.info(
             "Swin backbone keys not in the checkpoint (freshly initialised): %s", keys.missing_keys

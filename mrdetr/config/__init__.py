@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+from .access import get_dotted, has_dotted, set_dotted
 from .instantiate import InstantiationError, instantiate
 from .lazy import LazyCall, locate, target_to_str
 from .lazy_config import LazyConfig
@@ -21,8 +22,11 @@ __all__ = [
     "InstantiationError",
     "LazyCall",
     "LazyConfig",
+    "get_dotted",
+    "has_dotted",
     "instantiate",
     "locate",
     "parse_override_value",
+    "set_dotted",
     "target_to_str",
 ]

@@ -6,12 +6,13 @@ import enum
 import inspect
 import os
 import pathlib
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from mrdetr.utils.file_io import atomic_write_text
 
 from .lazy import TARGET_KEY, target_to_str
 from .loader import ConfigLoadError, run_config_file
@@ -123,7 +124,9 @@ class LazyConfig:
                 UserWarning,
                 stacklevel=2,
             )
-        _atomic_write(os.fspath(filename), OmegaConf.to_yaml(clean))
+        filename = os.path.abspath(os.fspath(filename))
+        os.makedirs(os.path.dirname(filename), exist_ok=True)
+        atomic_write_text(filename, OmegaConf.to_yaml(clean))
 
     @staticmethod
     def apply_overrides(cfg: DictConfig, overrides: Iterable[str] | str) -> DictConfig:
@@ -179,17 +182,3 @@ def _to_yaml_value(value: Any, path: str, replaced: list[str]) -> Any:
         return str(value)
     replaced.append(f"{path or '<root>'} ({type(value).__name__})")
     return repr(value)
-
-
-def _atomic_write(filename: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(filename))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp_config_", suffix=".yaml")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp_path, filename)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise

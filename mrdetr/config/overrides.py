@@ -16,6 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from .access import has_child, split_dotted
+
 __all__ = ["ConfigKeyError", "apply_overrides", "config_key_paths", "parse_override_value"]
 
 _ADD_PREFIX = "+"
@@ -112,9 +114,10 @@ def apply_overrides(cfg: DictConfig, overrides: Iterable[str] | str) -> DictConf
         key = raw_key.strip()
         allow_new = key.startswith(_ADD_PREFIX)
         key = key.lstrip(_ADD_PREFIX)
-        parts = key.split(".")
-        if not key or any(not part for part in parts):
-            raise ValueError(f"Override {override!r}: {key!r} is not a dotted key like 'a.b.c'.")
+        try:
+            parts = split_dotted(key)
+        except ValueError as exc:
+            raise ValueError(f"Override {override!r}: {exc}.") from None
         _check_key(cfg, override, key, parts, allow_new)
         value = parse_override_value(raw_value)
         try:
@@ -135,7 +138,7 @@ def _check_key(cfg: DictConfig, override: str, key: str, parts: list[str], allow
                 f"{_describe(node)}, not a config node, so it has no key {part!r}.",
                 key=key,
             )
-        if not _has_child(node, part):
+        if not has_child(node, part):
             if allow_new and isinstance(node, DictConfig):
                 return
             raise _missing_key_error(cfg, override, key, can_add=isinstance(node, DictConfig))
@@ -162,12 +165,6 @@ def _missing_key_error(cfg: DictConfig, override: str, key: str, can_add: bool) 
         key=key,
         suggestions=suggestions,
     )
-
-
-def _has_child(node: DictConfig | ListConfig, part: str) -> bool:
-    if isinstance(node, ListConfig):
-        return part.isdigit() and int(part) < len(node)
-    return part in node.keys()
 
 
 def _describe(value: Any) -> str:

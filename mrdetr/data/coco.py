@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
-import math
 import os
 from typing import Any
 
 from pycocotools.coco import COCO
 
-from .catalog import DatasetCatalog, MetadataCatalog
+from . import _coco_json as coco_json
+from .catalog import MetadataCatalog
 from .detection_utils import BoxMode
 
 __all__ = ["load_coco_json", "register_coco_instances"]
 
 logger = logging.getLogger(__name__)
 
-_REQUIRED_TOP_KEYS = ("images", "annotations", "categories")
-_REQUIRED_IMAGE_KEYS = ("id", "file_name", "height", "width")
 _REQUIRED_ANNOTATION_KEYS = ("image_id", "bbox", "category_id")
+_REQUIRED_CATEGORY_KEYS = ("id", "name")
 _MIN_POLYGON_COORDS = 6
 
 
@@ -29,36 +27,10 @@ class _NotCocoError(ValueError):
     pass
 
 
-def _read_json(json_file: str | os.PathLike) -> dict[str, Any]:
-    json_file = os.fspath(json_file)
-    if not os.path.isfile(json_file):
-        raise FileNotFoundError(f"COCO json file '{json_file}' does not exist")
-    try:
-        with open(json_file, encoding="utf-8") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"'{json_file}' is not a valid JSON file: {e}") from e
-    return data
-
-
 def _validate(data: Any, json_file: str) -> None:
     """Raise one clear error when ``data`` is not a COCO instances file."""
-
-    def fail(what: str) -> None:
-        raise _NotCocoError(f"'{json_file}' is not a COCO instances file: {what}")
-
-    if not isinstance(data, dict):
-        fail(f"top level is a {type(data).__name__}, expected an object")
-    for key in _REQUIRED_TOP_KEYS:
-        if not isinstance(data.get(key), list):
-            fail(f"missing list '{key}' (found keys: {sorted(data)})")
-    for img in data["images"]:
-        missing = [k for k in _REQUIRED_IMAGE_KEYS if k not in img]
-        if missing:
-            fail(f"image entry {img.get('id', '?')} lacks {missing}")
-    for cat in data["categories"]:
-        if "id" not in cat or "name" not in cat:
-            fail(f"category entry {cat} lacks 'id' or 'name'")
+    fail = coco_json.validation_error(json_file, "COCO instances", _NotCocoError)
+    coco_json.check_images_and_categories(data, fail, _REQUIRED_CATEGORY_KEYS)
     cat_ids = {c["id"] for c in data["categories"]}
     img_ids = {img["id"] for img in data["images"]}
     ann_ids: set[Any] = set()
@@ -71,15 +43,10 @@ def _validate(data: Any, json_file: str) -> None:
             if anno["id"] in ann_ids:
                 fail(f"annotation id {anno['id']} is not unique")
             ann_ids.add(anno["id"])
-        bbox = anno["bbox"]
-        if (
-            not isinstance(bbox, list)
-            or len(bbox) != 4
-            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)
-            or bbox[2] < 0
-            or bbox[3] < 0
-        ):
-            fail(f"annotation {ident} has bad bbox {bbox} (expected [x, y, w, h], w, h >= 0)")
+        if not coco_json.is_xywh_box(anno["bbox"]):
+            fail(
+                f"annotation {ident} has bad bbox {anno['bbox']} (expected [x, y, w, h], w, h >= 0)"
+            )
         if anno["category_id"] not in cat_ids:
             fail(f"annotation {ident} has unknown category_id {anno['category_id']}")
         if anno["image_id"] not in img_ids:
@@ -94,11 +61,6 @@ def _convert_segmentation(segm: Any) -> Any | None:
         polygons = [p for p in segm if len(p) % 2 == 0 and len(p) >= _MIN_POLYGON_COORDS]
         return polygons or None
     return None
-
-
-def _metadata_path(path: str | os.PathLike) -> str | os.PathLike:
-    """A plain string, except for paths resolved on use (builtin datasets), which are kept."""
-    return path if getattr(path, "resolved_on_use", False) else os.fspath(path)
 
 
 def load_coco_json(
@@ -126,12 +88,12 @@ def load_coco_json(
         ValueError: the file is not valid JSON or not a COCO instances file (message says why).
     """
     meta_paths = {
-        "json_file": _metadata_path(json_file),
-        "image_root": _metadata_path(image_root),
+        "json_file": coco_json.metadata_path(json_file),
+        "image_root": coco_json.metadata_path(image_root),
     }
     json_file = os.fspath(json_file)
     image_root = os.fspath(image_root)
-    data = _read_json(json_file)
+    data = coco_json.read_json(json_file, "COCO json")
     _validate(data, json_file)
 
     coco = COCO()
@@ -154,12 +116,7 @@ def load_coco_json(
     num_dropped_segm = 0
     for img_id in sorted(coco.imgs):
         img = coco.imgs[img_id]
-        record: dict[str, Any] = {
-            "file_name": os.path.abspath(os.path.join(image_root, img["file_name"])),
-            "height": int(img["height"]),
-            "width": int(img["width"]),
-            "image_id": img_id,
-        }
+        record = coco_json.image_record(img, image_root)
         annotations = []
         for anno in coco.imgToAnns.get(img_id, []):
             obj: dict[str, Any] = {
@@ -199,10 +156,10 @@ def register_coco_instances(
         json_file: path of the COCO instances JSON.
         image_root: folder of the images.
     """
-    if not isinstance(name, str):
-        raise TypeError(f"register_coco_instances: name must be a str, got {type(name).__name__}")
-    json_file, image_root = os.fspath(json_file), os.fspath(image_root)
-    DatasetCatalog.register(name, lambda: load_coco_json(json_file, image_root, name))
-    MetadataCatalog.get(name).set(
-        json_file=json_file, image_root=image_root, evaluator_type="coco", **metadata
+    paths = {"json_file": os.fspath(json_file), "image_root": os.fspath(image_root)}
+    coco_json.register_lazy(
+        name,
+        "register_coco_instances",
+        lambda dataset: load_coco_json(paths["json_file"], paths["image_root"], dataset),
+        {**paths, "evaluator_type": "coco", **metadata},
     )

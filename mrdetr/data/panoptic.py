@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .catalog import DatasetCatalog, Metadata, MetadataCatalog
-from .coco import _metadata_path, _read_json
+from . import _coco_json as coco_json
+from .catalog import Metadata, MetadataCatalog
 from .detection_utils import BadImageError, BoxMode
 from .mapper import DetrDatasetMapper
 
@@ -38,8 +38,6 @@ logger = logging.getLogger(__name__)
 PANOPTIC_EVALUATOR_TYPE = "coco_panoptic_seg"
 _CHANNEL_BASE = 256  # COCO panoptic: id = R + 256 * G + 256^2 * B
 _NUM_CHANNELS = 3
-_REQUIRED_TOP_KEYS = ("images", "annotations", "categories")
-_REQUIRED_IMAGE_KEYS = ("id", "file_name", "height", "width")
 _REQUIRED_ANNOTATION_KEYS = ("image_id", "file_name", "segments_info")
 _REQUIRED_CATEGORY_KEYS = ("id", "name", "isthing")
 _REQUIRED_SEGMENT_KEYS = ("id", "category_id", "bbox")
@@ -114,23 +112,9 @@ def panoptic_metadata(categories: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _validate(data: Any, json_file: str) -> None:
     """Raise one clear error when ``data`` is not a COCO panoptic file."""
-
-    def fail(what: str) -> None:
-        raise ValueError(f"'{json_file}' is not a COCO panoptic file: {what}")
-
-    if not isinstance(data, dict):
-        fail(f"top level is a {type(data).__name__}, expected an object")
-    for key in _REQUIRED_TOP_KEYS:
-        if not isinstance(data.get(key), list):
-            fail(f"missing list '{key}' (found keys: {sorted(data)})")
-    for img in data["images"]:
-        missing = [k for k in _REQUIRED_IMAGE_KEYS if k not in img]
-        if missing:
-            fail(f"image entry {img.get('id', '?')} lacks {missing}")
-    for cat in data["categories"]:
-        missing = [k for k in _REQUIRED_CATEGORY_KEYS if k not in cat]
-        if missing:
-            fail(f"category entry {cat} lacks {missing} (a panoptic category needs 'isthing')")
+    fail = coco_json.validation_error(json_file, "COCO panoptic")
+    hint = " (a panoptic category needs 'isthing')"
+    coco_json.check_images_and_categories(data, fail, _REQUIRED_CATEGORY_KEYS, hint)
     for anno in data["annotations"]:
         missing = [k for k in _REQUIRED_ANNOTATION_KEYS if k not in anno]
         if missing:
@@ -141,9 +125,8 @@ def _validate(data: Any, json_file: str) -> None:
             missing = [k for k in _REQUIRED_SEGMENT_KEYS if k not in seg]
             if missing:
                 fail(f"a segment of image {anno['image_id']} lacks {missing}")
-            bbox = seg["bbox"]
-            if not isinstance(bbox, list) or len(bbox) != 4 or bbox[2] < 0 or bbox[3] < 0:
-                fail(f"segment {seg['id']} of image {anno['image_id']} has bad bbox {bbox}")
+            if not coco_json.is_xywh_box(seg["bbox"]):
+                fail(f"segment {seg['id']} of image {anno['image_id']} has bad bbox {seg['bbox']}")
 
 
 def _check_dir(path: str, what: str) -> None:
@@ -199,9 +182,9 @@ def load_coco_panoptic_json(
             (the message names the file and the offending entry).
     """
     meta_paths = {
-        "panoptic_json": _metadata_path(json_file),
-        "panoptic_root": _metadata_path(panoptic_root),
-        "image_root": _metadata_path(image_root),
+        "panoptic_json": coco_json.metadata_path(json_file),
+        "panoptic_root": coco_json.metadata_path(panoptic_root),
+        "image_root": coco_json.metadata_path(image_root),
     }
     json_file, image_root = os.fspath(json_file), os.fspath(image_root)
     panoptic_root = os.fspath(panoptic_root)
@@ -209,7 +192,7 @@ def load_coco_panoptic_json(
         raise FileNotFoundError(f"COCO panoptic json file '{json_file}' does not exist")
     _check_dir(image_root, "Image")
     _check_dir(panoptic_root, "Panoptic PNG")
-    data = _read_json(json_file)
+    data = coco_json.read_json(json_file, "COCO panoptic json")
     _validate(data, json_file)
 
     derived, id_map = _id_maps(metadata_or_name, data["categories"])
@@ -264,15 +247,11 @@ def load_coco_panoptic_json(
                     "segment_id": int(seg["id"]),
                 }
             )
+        pan_file = os.path.abspath(os.path.join(panoptic_root, anno["file_name"]))
         dataset_dicts.append(
             {
-                "file_name": os.path.abspath(os.path.join(image_root, img["file_name"])),
-                "image_id": img["id"],
-                "height": int(img["height"]),
-                "width": int(img["width"]),
-                "pan_seg_file_name": os.path.abspath(
-                    os.path.join(panoptic_root, anno["file_name"])
-                ),
+                **coco_json.image_record(img, image_root),
+                "pan_seg_file_name": pan_file,
                 "segments_info": segments,
                 "annotations": annotations,
             }
@@ -297,20 +276,19 @@ def register_coco_panoptic(
         panoptic_root: folder of the panoptic PNGs.
         panoptic_json: the COCO panoptic JSON.
     """
-    if not isinstance(name, str):
-        raise TypeError(f"register_coco_panoptic: name must be a str, got {type(name).__name__}")
     paths = {
-        "panoptic_json": _metadata_path(panoptic_json),
-        "panoptic_root": _metadata_path(panoptic_root),
-        "image_root": _metadata_path(image_root),
+        "panoptic_json": coco_json.metadata_path(panoptic_json),
+        "panoptic_root": coco_json.metadata_path(panoptic_root),
+        "image_root": coco_json.metadata_path(image_root),
     }
-    DatasetCatalog.register(
+    coco_json.register_lazy(
         name,
-        lambda: load_coco_panoptic_json(
-            paths["panoptic_json"], paths["image_root"], paths["panoptic_root"], name
+        "register_coco_panoptic",
+        lambda dataset: load_coco_panoptic_json(
+            paths["panoptic_json"], paths["image_root"], paths["panoptic_root"], dataset
         ),
+        {"evaluator_type": PANOPTIC_EVALUATOR_TYPE, **paths, **metadata},
     )
-    MetadataCatalog.get(name).set(evaluator_type=PANOPTIC_EVALUATOR_TYPE, **paths, **metadata)
 
 
 class PanopticDatasetMapper(DetrDatasetMapper):

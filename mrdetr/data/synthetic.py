@@ -18,70 +18,51 @@ leaves a half dataset.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 from typing import Any
 
 import cv2
-import numpy as np
-from tqdm import tqdm
 
-from ._dataset_dir import ensure_generated, prepare_output, write_atomically
+from . import _dataset_dir as common
 from ._shapes import ShapeSampler, class_specs
 
 __all__ = ["ensure_synthetic_dataset", "generate_synthetic_dataset", "main"]
 
-SPLITS = ("train", "val")
+SPLITS = common.SPLITS
+
 EMPTY_EVERY = 20  # image i is empty when i % EMPTY_EVERY == EMPTY_OFFSET
 EMPTY_OFFSET = 3
 _JPEG_QUALITY = 92
 _FORMATS = ("jpg", "png")
 _VERSION = 1
-
-
-def _json_path(root: str, split: str) -> str:
-    return os.path.join(root, "annotations", f"instances_{split}.json")
-
-
-def _is_complete(root: str) -> bool:
-    return all(
-        os.path.isfile(_json_path(root, s)) and os.path.isdir(os.path.join(root, s)) for s in SPLITS
-    )
+_DESCRIPTION = "mrdetr synthetic shapes"
 
 
 def _paths(root: str) -> dict[str, str]:
-    out = {"root": root}
-    for split in SPLITS:
-        out[f"{split}_json"] = _json_path(root, split)
-        out[f"{split}_images"] = os.path.join(root, split)
-    return out
+    return common.dataset_paths(root, "instances_{split}.json", {"images": "{split}"})
+
+
+def _is_complete(root: str) -> bool:
+    return common.is_complete(_paths(root))
 
 
 def _write_split(
     root: str,
     split: str,
-    num_images: int,
+    run: common.Generation,
     sampler: ShapeSampler,
-    seed: int,
     image_format: str,
     info: dict[str, Any],
-    progress: bool,
 ) -> None:
     image_dir = os.path.join(root, split)
     os.makedirs(image_dir, exist_ok=True)
-    split_id = SPLITS.index(split)
     images, annotations = [], []
     encode_args = [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY] if image_format == "jpg" else []
-    for i in tqdm(range(num_images), desc=f"synthetic {split}", disable=not progress):
-        rng = np.random.default_rng([seed, split_id, i])
+    for i, rng in run.images(split, "synthetic"):
         empty = i % EMPTY_EVERY == EMPTY_OFFSET
         image, objects = sampler.sample_image(rng, empty=empty)
         file_name = f"{i:06d}.{image_format}"
-        ok, buf = cv2.imencode(f".{image_format}", image[:, :, ::-1], encode_args)  # RGB -> BGR
-        if not ok:
-            raise RuntimeError(f"Could not encode synthetic image {file_name}")
-        buf.tofile(os.path.join(image_dir, file_name))
+        common.write_image(os.path.join(image_dir, file_name), image, encode_args)
         image_id = i + 1
         h, w = image.shape[:2]
         images.append({"id": image_id, "file_name": file_name, "height": h, "width": w})
@@ -97,16 +78,8 @@ def _write_split(
                     "iscrowd": 0,
                 }
             )
-    coco = {
-        "info": info,
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": sampler.categories,
-    }
-    os.makedirs(os.path.dirname(_json_path(root, split)), exist_ok=True)
-    with open(_json_path(root, split), "w", encoding="utf-8") as f:
-        json.dump(coco, f)
+    json_path = _paths(root)[f"{split}_json"]
+    common.write_coco_json(json_path, info, images, annotations, sampler.categories)
 
 
 def generate_synthetic_dataset(
@@ -123,44 +96,28 @@ def generate_synthetic_dataset(
 ) -> dict[str, str]:
     """Write the synthetic dataset to ``output`` (atomically: temp folder, then rename).
 
+    ``num_train``, ``num_val``, ``seed``, ``image_size`` (the longer side; the shorter one varies,
+    so aspect ratios vary) and ``progress`` are those of :class:`mrdetr.data._dataset_dir.Generation`.
+
     Args:
         output: dataset folder to create.
-        num_train: number of training images.
-        num_val: number of validation images.
-        seed: generation seed (same seed -> identical files).
-        image_size: longer image side in pixels (the shorter side varies, so aspect ratios vary).
         num_classes: number of (shape, colour) classes.
         image_format: ``"jpg"`` or ``"png"``.
         overwrite: replace an existing ``output``.
-        progress: show tqdm progress bars.
 
     Returns:
         Paths: ``root``, ``train_json``, ``val_json``, ``train_images``, ``val_images``.
     """
     if image_format not in _FORMATS:
         raise ValueError(f"image_format must be one of {_FORMATS}, got '{image_format}'")
-    if num_train < 0 or num_val < 0:
-        raise ValueError(f"num_train/num_val must be >= 0, got {num_train}/{num_val}")
-    output = prepare_output(output, overwrite)
+    run = common.Generation(seed, image_size, num_train, num_val, progress)
     sampler = ShapeSampler(image_size=image_size, specs=class_specs(num_classes))
-    info = {
-        "description": "mrdetr synthetic shapes",
-        "version": _VERSION,
-        "generator": {
-            "seed": seed,
-            "image_size": image_size,
-            "num_classes": num_classes,
-            "num_train": num_train,
-            "num_val": num_val,
-        },
-    }
+    info = run.info(_DESCRIPTION, _VERSION, num_classes=num_classes)
 
-    def write(tmp: str) -> None:
-        for split, count in zip(SPLITS, (num_train, num_val)):
-            _write_split(tmp, split, count, sampler, seed, image_format, info, progress)
+    def write_split(tmp: str, split: str) -> None:
+        _write_split(tmp, split, run, sampler, image_format, info)
 
-    write_atomically(output, overwrite, write)
-    return _paths(output)
+    return common.generate_dataset(output, overwrite, _paths, write_split)
 
 
 def ensure_synthetic_dataset(root: str | os.PathLike | None = None, **kwargs: Any) -> str:
@@ -171,48 +128,27 @@ def ensure_synthetic_dataset(root: str | os.PathLike | None = None, **kwargs: An
             ``$DETECTRON2_DATASETS`` or ``./datasets``).
         **kwargs: arguments of :func:`generate_synthetic_dataset` used when generating.
     """
-    from .builtin import SYNTHETIC_DIR, get_datasets_root
+    from .builtin import SYNTHETIC_DIR
 
-    path = os.path.abspath(os.path.join(os.fspath(root or get_datasets_root()), SYNTHETIC_DIR))
-    return ensure_generated(path, _is_complete, generate_synthetic_dataset, **kwargs)
+    return common.ensure_generated(
+        root, SYNTHETIC_DIR, _is_complete, generate_synthetic_dataset, **kwargs
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, str]:
-    parser = argparse.ArgumentParser(
-        prog="python -m mrdetr.data.synthetic", description=__doc__.split("\n")[0]
+    parser = common.generator_parser(
+        "python -m mrdetr.data.synthetic", __doc__, num_train=512, num_val=128, image_size=256
     )
-    parser.add_argument("--output", required=True, help="dataset folder to create")
-    parser.add_argument("--num-train", type=int, default=512)
-    parser.add_argument("--num-val", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--image-size", type=int, default=256, help="longer image side")
     parser.add_argument("--num-classes", type=int, default=6)
     parser.add_argument("--format", choices=_FORMATS, default="jpg")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument(
-        "--if-missing",
-        action="store_true",
-        help="do nothing when a complete dataset already exists at --output",
+    return common.run_generator_cli(
+        parser,
+        argv,
+        label="synthetic dataset",
+        is_complete=_is_complete,
+        generate=generate_synthetic_dataset,
+        extra=lambda args: {"num_classes": args.num_classes, "image_format": args.format},
     )
-    args = parser.parse_args(argv)
-    if args.if_missing and not args.overwrite and _is_complete(os.path.abspath(args.output)):
-        print(f"synthetic dataset already present at {args.output}; nothing to do")
-        return {}
-    paths = generate_synthetic_dataset(
-        args.output,
-        num_train=args.num_train,
-        num_val=args.num_val,
-        seed=args.seed,
-        image_size=args.image_size,
-        num_classes=args.num_classes,
-        image_format=args.format,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-    )
-    for key, value in paths.items():
-        print(f"{key}: {value}")
-    return paths
 
 
 if __name__ == "__main__":

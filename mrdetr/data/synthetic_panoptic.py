@@ -22,18 +22,15 @@ the end (an interrupted run never leaves a half dataset).
 
 from __future__ import annotations
 
-import argparse
 import colorsys
-import json
 import math
 import os
 from typing import Any
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
-from ._dataset_dir import ensure_generated, prepare_output, write_atomically
+from . import _dataset_dir as common
 from ._shapes import COLOUR_HUES, ShapeSampler, class_specs
 from .detection_utils import rasterize_segmentation
 from .panoptic import id2rgb
@@ -45,7 +42,7 @@ __all__ = [
     "main",
 ]
 
-SPLITS = ("train", "val")
+SPLITS = common.SPLITS
 # Stuff classes: (name, texture, hue, saturation, value); low saturation keeps them apart from the
 # saturated thing colours, and each texture is distinct.
 STUFF_SPECS: tuple[tuple[str, str, float, float, float], ...] = (
@@ -58,29 +55,17 @@ STUFF_SPECS: tuple[tuple[str, str, float, float, float], ...] = (
 _SEGMENT_ID_STRIDE = 1000  # segment id = category_id * stride + index + 1 (unique per image)
 _JPEG_QUALITY = 92
 _VERSION = 1
+_DESCRIPTION = "mrdetr synthetic panoptic shapes"
 _COORD_DECIMALS = 2
 
 
-def _json_path(root: str, split: str) -> str:
-    return os.path.join(root, "annotations", f"panoptic_{split}.json")
+def _paths(root: str) -> dict[str, str]:
+    folders = {"images": "{split}", "panoptic": "panoptic_{split}"}
+    return common.dataset_paths(root, "panoptic_{split}.json", folders)
 
 
 def _is_complete(root: str) -> bool:
-    return all(
-        os.path.isfile(_json_path(root, s))
-        and os.path.isdir(os.path.join(root, s))
-        and os.path.isdir(os.path.join(root, f"panoptic_{s}"))
-        for s in SPLITS
-    )
-
-
-def _paths(root: str) -> dict[str, str]:
-    out = {"root": root}
-    for split in SPLITS:
-        out[f"{split}_json"] = _json_path(root, split)
-        out[f"{split}_images"] = os.path.join(root, split)
-        out[f"{split}_panoptic"] = os.path.join(root, f"panoptic_{split}")
-    return out
+    return common.is_complete(_paths(root))
 
 
 def _hsv_rgb(hue: float, sat: float, val: float) -> list[int]:
@@ -226,45 +211,30 @@ def _sample(
 def _write_split(
     root: str,
     split: str,
-    num_images: int,
+    run: common.Generation,
     sampler: ShapeSampler,
     painter: StuffPainter,
-    seed: int,
     info: dict[str, Any],
-    progress: bool,
 ) -> None:
-    image_dir, pan_dir = os.path.join(root, split), os.path.join(root, f"panoptic_{split}")
+    paths = _paths(root)
+    image_dir, pan_dir = paths[f"{split}_images"], paths[f"{split}_panoptic"]
     os.makedirs(image_dir, exist_ok=True)
     os.makedirs(pan_dir, exist_ok=True)
     categories = _categories(sampler, painter)
     stuff_ids = [c["id"] for c in categories if not c["isthing"]]
-    split_id = SPLITS.index(split)
     images, annotations = [], []
-    for i in tqdm(range(num_images), desc=f"synthetic panoptic {split}", disable=not progress):
-        rng = np.random.default_rng([seed, split_id, i])
+    for i, rng in run.images(split, "synthetic panoptic"):
         image, ids, segments = _sample(rng, sampler, painter, stuff_ids)
         stem = f"{i:06d}"
-        ok, jpg = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
-        ok_png, png = cv2.imencode(".png", id2rgb(ids)[:, :, ::-1])
-        if not (ok and ok_png):
-            raise RuntimeError(f"Could not encode synthetic panoptic image {stem}")
-        jpg.tofile(os.path.join(image_dir, f"{stem}.jpg"))
-        png.tofile(os.path.join(pan_dir, f"{stem}.png"))
+        jpeg_args = [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY]
+        common.write_image(os.path.join(image_dir, f"{stem}.jpg"), image, jpeg_args)
+        common.write_image(os.path.join(pan_dir, f"{stem}.png"), id2rgb(ids))
         h, w = image.shape[:2]
         images.append({"id": i + 1, "file_name": f"{stem}.jpg", "height": h, "width": w})
         annotations.append(
             {"image_id": i + 1, "file_name": f"{stem}.png", "segments_info": segments}
         )
-    data = {
-        "info": info,
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": categories,
-    }
-    os.makedirs(os.path.dirname(_json_path(root, split)), exist_ok=True)
-    with open(_json_path(root, split), "w", encoding="utf-8") as f:
-        json.dump(data, f)
+    common.write_coco_json(paths[f"{split}_json"], info, images, annotations, categories)
 
 
 def generate_synthetic_panoptic_dataset(
@@ -283,29 +253,25 @@ def generate_synthetic_panoptic_dataset(
 ) -> dict[str, str]:
     """Write the synthetic panoptic dataset to ``root`` (atomically: temp folder, then rename).
 
+    ``num_train``, ``num_val``, ``seed``, ``image_size`` and ``progress`` are those of
+    :class:`mrdetr.data._dataset_dir.Generation`.
+
     Args:
         root: dataset folder to create.
-        num_train: number of training images.
-        num_val: number of validation images.
-        seed: generation seed (same seed -> identical files).
-        image_size: longer image side in pixels.
         num_thing_classes: number of (shape, colour) thing classes.
         num_stuff_classes: number of stuff classes (first ones of ``STUFF_SPECS``).
         max_objects: things per image are uniform in [1, max_objects].
         max_object_frac: largest thing size, as a fraction of the shorter side.
         overwrite: replace an existing ``root``.
-        progress: show tqdm progress bars.
 
     Returns:
         Paths: ``root`` and ``{train,val}_{json,images,panoptic}``.
     """
-    if num_train < 0 or num_val < 0:
-        raise ValueError(f"num_train/num_val must be >= 0, got {num_train}/{num_val}")
+    run = common.Generation(seed, image_size, num_train, num_val, progress)
     if not 1 <= num_stuff_classes <= len(STUFF_SPECS):
         raise ValueError(
             f"num_stuff_classes must be in [1, {len(STUFF_SPECS)}], got {num_stuff_classes}"
         )
-    output = prepare_output(root, overwrite)
     sampler = ShapeSampler(
         image_size=image_size,
         specs=class_specs(num_thing_classes),
@@ -313,25 +279,14 @@ def generate_synthetic_panoptic_dataset(
         max_object_frac=max_object_frac,
     )
     painter = StuffPainter(specs=STUFF_SPECS[:num_stuff_classes])
-    info = {
-        "description": "mrdetr synthetic panoptic shapes",
-        "version": _VERSION,
-        "generator": {
-            "seed": seed,
-            "image_size": image_size,
-            "num_thing_classes": num_thing_classes,
-            "num_stuff_classes": num_stuff_classes,
-            "num_train": num_train,
-            "num_val": num_val,
-        },
-    }
-
-    def write(tmp: str) -> None:
-        for split, count in zip(SPLITS, (num_train, num_val)):
-            _write_split(tmp, split, count, sampler, painter, seed, info, progress)
-
-    write_atomically(output, overwrite, write)
-    return _paths(output)
+    classes = {"num_thing_classes": num_thing_classes, "num_stuff_classes": num_stuff_classes}
+    info = run.info(_DESCRIPTION, _VERSION, **classes)
+    return common.generate_dataset(
+        root,
+        overwrite,
+        _paths,
+        lambda tmp, split: _write_split(tmp, split, run, sampler, painter, info),
+    )
 
 
 def ensure_synthetic_panoptic_dataset(root: str | os.PathLike | None = None, **kwargs: Any) -> str:
@@ -341,50 +296,34 @@ def ensure_synthetic_panoptic_dataset(root: str | os.PathLike | None = None, **k
         root: datasets root (default: ``get_datasets_root()``).
         **kwargs: arguments of :func:`generate_synthetic_panoptic_dataset` used when generating.
     """
-    from .builtin import SYNTHETIC_PANOPTIC_DIR, get_datasets_root
+    from .builtin import SYNTHETIC_PANOPTIC_DIR
 
-    path = os.path.abspath(
-        os.path.join(os.fspath(root or get_datasets_root()), SYNTHETIC_PANOPTIC_DIR)
+    return common.ensure_generated(
+        root, SYNTHETIC_PANOPTIC_DIR, _is_complete, generate_synthetic_panoptic_dataset, **kwargs
     )
-    return ensure_generated(path, _is_complete, generate_synthetic_panoptic_dataset, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> dict[str, str]:
-    parser = argparse.ArgumentParser(
-        prog="python -m mrdetr.data.synthetic_panoptic", description=__doc__.split("\n")[0]
+    parser = common.generator_parser(
+        "python -m mrdetr.data.synthetic_panoptic",
+        __doc__,
+        num_train=256,
+        num_val=64,
+        image_size=256,
     )
-    parser.add_argument("--output", required=True, help="dataset folder to create")
-    parser.add_argument("--num-train", type=int, default=256)
-    parser.add_argument("--num-val", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--image-size", type=int, default=256, help="longer image side")
     parser.add_argument("--num-thing-classes", type=int, default=6)
     parser.add_argument("--num-stuff-classes", type=int, default=3)
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument(
-        "--if-missing",
-        action="store_true",
-        help="do nothing when a complete dataset already exists at --output",
+    return common.run_generator_cli(
+        parser,
+        argv,
+        label="synthetic panoptic dataset",
+        is_complete=_is_complete,
+        generate=generate_synthetic_panoptic_dataset,
+        extra=lambda args: {
+            "num_thing_classes": args.num_thing_classes,
+            "num_stuff_classes": args.num_stuff_classes,
+        },
     )
-    args = parser.parse_args(argv)
-    if args.if_missing and not args.overwrite and _is_complete(os.path.abspath(args.output)):
-        print(f"synthetic panoptic dataset already present at {args.output}; nothing to do")
-        return {}
-    paths = generate_synthetic_panoptic_dataset(
-        args.output,
-        num_train=args.num_train,
-        num_val=args.num_val,
-        seed=args.seed,
-        image_size=args.image_size,
-        num_thing_classes=args.num_thing_classes,
-        num_stuff_classes=args.num_stuff_classes,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-    )
-    for key, value in paths.items():
-        print(f"{key}: {value}")
-    return paths
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ Transforms act on a sample dict ``{"image": tv_tensors.Image, "boxes": tv_tensor
 the global torch RNG (like every v2 transform); the data loaders fix it per sample from (seed, position
 in the sample stream) so augmentations are reproducible for any number of workers and after a resume.
 
-Official recipe (Deformable-DETR/DINO/Mr. DETR, §4.3 of the spec)::
+Official recipe (Deformable-DETR/DINO/Mr. DETR; the original's ``configs/common/data/coco_detr.py``)::
 
     train: RandomHorizontalFlip(0.5) ->
            p=0.5: ResizeShortestEdge((480, 512, ..., 800), max_size=1333)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from mrdetr.config.access import get_dotted
 from mrdetr.utils import comm
 from mrdetr.utils.env import collect_env_info, seed_all_rng, set_deterministic
 from mrdetr.utils.logger import setup_logger
@@ -79,15 +80,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _select(cfg: Any, dotted: str, default: Any) -> Any:
-    node = cfg
-    for part in dotted.split("."):
-        if node is None or part not in node:
-            return default
-        node = node[part]
-    return node
-
-
 def default_setup(cfg: Any, args: argparse.Namespace) -> int:
     """Prepare a run: output dir, logger, config dump, environment log, seed, determinism.
 
@@ -98,7 +90,7 @@ def default_setup(cfg: Any, args: argparse.Namespace) -> int:
     Returns:
         The seed used by this process (``train.seed + rank``, or a random one for ``-1``).
     """
-    output_dir = _select(cfg, "train.output_dir", "")
+    output_dir = get_dotted(cfg, "train.output_dir", "")
     rank = comm.get_rank()
     if output_dir and comm.is_main_process():
         os.makedirs(output_dir, exist_ok=True)
@@ -121,10 +113,10 @@ def default_setup(cfg: Any, args: argparse.Namespace) -> int:
         LazyConfig.save(cfg, path)
         logger.info("Full config saved to %s", path)
 
-    seed = int(_select(cfg, "train.seed", -1))
+    seed = int(get_dotted(cfg, "train.seed", -1))
     used_seed = seed_all_rng(None if seed < 0 else seed + rank)
     logger.info("Using seed %d%s", used_seed, " (random)" if seed < 0 else "")
-    deterministic = bool(_select(cfg, "train.deterministic", False))
+    deterministic = bool(get_dotted(cfg, "train.deterministic", False))
     set_deterministic(deterministic)
     if deterministic:
         logger.info("Deterministic algorithms enabled.")

@@ -30,6 +30,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
+from mrdetr.config.access import get_dotted
+
 from .defaults import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -101,18 +103,6 @@ def load_config(cfg_or_path: Any, opts: Sequence[str] | None = None) -> Any:
     if opts:
         cfg = LazyConfig.apply_overrides(cfg, list(opts))
     return cfg
-
-
-def _cfg_get(cfg: Any, dotted: str, default: Any = None) -> Any:
-    node = cfg
-    for part in dotted.split("."):
-        try:
-            node = node[part]
-        except (KeyError, TypeError, AttributeError):
-            return default
-        if node is None:
-            return default
-    return node
 
 
 def build_predictor_model(
@@ -206,11 +196,12 @@ class Predictor:
         self.cfg = load_config(cfg, opts)
         self.device = resolve_device(str(device))
         if weights is None:
-            weights = _cfg_get(self.cfg, "train.init_checkpoint") or None
+            weights = get_dotted(self.cfg, "train.init_checkpoint") or None
         self.model = build_predictor_model(self.cfg, weights, self.device)
         if amp is None:
             amp = (
-                bool(_cfg_get(self.cfg, "train.amp.enabled", False)) and self.device.type == "cuda"
+                bool(get_dotted(self.cfg, "train.amp.enabled", False))
+                and self.device.type == "cuda"
             )
         self.amp = bool(amp)
         self.min_size_test = int(min_size_test)

@@ -1,8 +1,9 @@
 """Config-driven training and evaluation: what ``projects/train_net.py`` runs.
 
-Reads ``cfg.model``, ``cfg.optimizer`` (model injected as ``cfg.optimizer.params.model``),
+Reads ``cfg.model``, ``cfg.optimizer`` (built with the model as ``params.model``),
 ``cfg.lr_multiplier``, ``cfg.dataloader.{train,test,evaluator}`` and ``cfg.train.*``
-(see ``configs/common/train.py``).
+(see ``configs/common/train.py``). The caller's ``cfg`` is only read: values known at run time
+(the model, the loader's seed and start) go into a copy of the node that is built.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from mrdetr.checkpoint.checkpointer import Checkpointer
+from mrdetr.config.access import get_dotted, updated_copy
 from mrdetr.engine import hooks
 from mrdetr.engine.defaults import default_setup, resolve_device
 from mrdetr.engine.ema import ModelEMA, unwrap_model
@@ -41,6 +43,7 @@ logger = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 INFERENCE_DIR = "inference"
 EMA_RESULT_SUFFIX = "_ema"
+_FAST_DEV_RUN_KEYS = ("max_iter", "eval_period", "log_period")  # train.* set by fast_dev_run
 
 
 def _instantiate(node: Any) -> Any:
@@ -59,9 +62,8 @@ def build_model(cfg: Any) -> nn.Module:
 
 
 def build_optimizer(cfg: Any, model: nn.Module) -> torch.optim.Optimizer:
-    """Instantiate ``cfg.optimizer`` with ``model`` injected into its parameter-group builder."""
-    cfg.optimizer.params.model = model
-    return _instantiate(cfg.optimizer)
+    """Instantiate ``cfg.optimizer`` with ``model`` given to its parameter-group builder."""
+    return _instantiate(updated_copy(cfg.optimizer, {"params.model": model}))
 
 
 def build_lr_scheduler(cfg: Any, optimizer: torch.optim.Optimizer) -> LRMultiplier:
@@ -177,12 +179,12 @@ def do_train(cfg: Any, args: argparse.Namespace) -> Trainer:
         cfg.train.init_checkpoint, resume=bool(getattr(args, "resume", False))
     )
     # the data stream is a function of this seed: a resumed run continues the same stream
-    cfg.dataloader.train.seed = loader_seed.seed
+    loader_values: dict[str, Any] = {"seed": loader_seed.seed}
     ddp_model = create_ddp_model(model, **dict(cfg.train.get("ddp", {})))
     if start_iter > 0 or "start_iter" in cfg.dataloader.train:
         # the loader counts batches; one iteration consumes grad_accum_steps of them
-        cfg.dataloader.train.start_iter = start_iter * settings["grad_accum_steps"]
-    train_loader = _instantiate(cfg.dataloader.train)
+        loader_values["start_iter"] = start_iter * settings["grad_accum_steps"]
+    train_loader = _instantiate(updated_copy(cfg.dataloader.train, loader_values))
     trainer = Trainer(ddp_model, train_loader, optimizer, grad_scaler=grad_scaler, **settings)
     max_iter = int(cfg.train.max_iter)
     ckpt_cfg = cfg.train.checkpointer
@@ -227,17 +229,21 @@ def _load_for_eval(cfg: Any, model: nn.Module) -> None:
 
 
 def prepare_config(cfg: Any) -> Any:
-    """Apply ``train.fast_dev_run`` and point the evaluator's output into the run's output dir."""
+    """A copy of ``cfg`` with ``train.fast_dev_run`` applied and the evaluator's output in the run.
+
+    ``cfg`` itself is not changed.
+    """
+    values: dict[str, Any] = {}
     fast = cfg.train.get("fast_dev_run", {})
     if fast.get("enabled", False):
-        cfg.train.max_iter = fast.max_iter
-        cfg.train.eval_period = fast.eval_period
-        cfg.train.log_period = fast.log_period
-    dataloader = cfg.get("dataloader", None)
-    evaluator = dataloader.get("evaluator", None) if dataloader is not None else None
+        for key in _FAST_DEV_RUN_KEYS:
+            values[f"train.{key}"] = fast[key]
+    evaluator = get_dotted(cfg, "dataloader.evaluator")
     if evaluator is not None and not evaluator.get("output_dir", None):
-        evaluator.output_dir = os.path.join(cfg.train.output_dir, INFERENCE_DIR)
-    return cfg
+        values["dataloader.evaluator.output_dir"] = os.path.join(
+            cfg.train.output_dir, INFERENCE_DIR
+        )
+    return updated_copy(cfg, values)
 
 
 def main(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -246,7 +252,7 @@ def main(args: argparse.Namespace) -> dict[str, Any] | None:
 
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts or [])
-    prepare_config(cfg)
+    cfg = prepare_config(cfg)
     default_setup(cfg, args)
     if args.eval_only:
         model = build_model(cfg)

@@ -8,8 +8,8 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping
-from typing import IO, Any
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -18,6 +18,8 @@ import torch
 from mrdetr.data.catalog import MetadataCatalog
 from mrdetr.structures import Boxes, Instances
 from mrdetr.utils import comm
+from mrdetr.utils.file_io import atomic_write
+from mrdetr.utils.logger import format_table
 
 from .coco_backends import BACKENDS, CocoEvalResult, evaluate_coco, import_backend, load_coco_api
 from .evaluator import DatasetEvaluator
@@ -177,10 +179,10 @@ class COCOEvaluator(DatasetEvaluator):
         if self._output_dir:
             os.makedirs(self._output_dir, exist_ok=True)
             path = os.path.join(self._output_dir, PREDICTIONS_FILE)
-            _atomic_write(path, "wb", lambda f: torch.save(predictions, f))
+            atomic_write(path, lambda f: torch.save(predictions, f))
             path = os.path.join(self._output_dir, RESULTS_FILE)
             logger.info("Saving results to %s", path)
-            _atomic_write(path, "w", lambda f: json.dump(coco_results, f))
+            atomic_write(path, lambda f: json.dump(coco_results, f), text=True)
 
         if len(coco_results) == 0:
             logger.warning(
@@ -230,7 +232,7 @@ class COCOEvaluator(DatasetEvaluator):
         logger.info(
             "Evaluation results for %s:\n%s",
             task,
-            _format_table(list(METRICS), [[f"{results[m]:.3f}" for m in METRICS]]),
+            format_table(list(METRICS), [[f"{results[m]:.3f}" for m in METRICS]]),
         )
         per_class = []
         for k, cat_id in enumerate(res.cat_ids):
@@ -243,9 +245,7 @@ class COCOEvaluator(DatasetEvaluator):
             n = self._table_columns
             flat = [x for name, ap in per_class for x in (name, f"{ap:.3f}")]
             rows = [flat[i : i + 2 * n] for i in range(0, len(flat), 2 * n)]
-            logger.info(
-                "Per-category %s AP:\n%s", task, _format_table(["category", "AP"] * n, rows)
-            )
+            logger.info("Per-category %s AP:\n%s", task, format_table(["category", "AP"] * n, rows))
         results.update({f"AP-{name}": ap for name, ap in per_class})
         return results
 
@@ -315,28 +315,3 @@ def _tasks_from_results(coco_results: list[dict]) -> tuple[str, ...]:
     if any("segmentation" in r for r in coco_results):
         return ("bbox", "segm")
     return ("bbox",)
-
-
-def _atomic_write(path: str, mode: str, write: Callable[[IO], None]) -> None:
-    """Write ``path`` through a temporary file in the same folder, then rename it into place."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, mode) as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _format_table(headers: list[str], rows: list[list[str]]) -> str:
-    """A plain pipe table (markdown style), columns padded to their widest cell."""
-    width = len(headers)
-    rows = [row + [""] * (width - len(row)) for row in rows]
-    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
-
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(headers), sep, *(line(r) for r in rows)])

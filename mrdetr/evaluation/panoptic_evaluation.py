@@ -15,8 +15,9 @@ from PIL import Image
 
 from mrdetr.data.catalog import MetadataCatalog
 from mrdetr.utils import comm
+from mrdetr.utils.file_io import atomic_write
+from mrdetr.utils.logger import format_table
 
-from .coco_evaluation import _atomic_write, _format_table
 from .evaluator import DatasetEvaluator
 from .panoptic_quality import (
     PQStat,
@@ -190,7 +191,7 @@ class COCOPanopticEvaluator(DatasetEvaluator):
         os.makedirs(folder, exist_ok=True)
         file_name = os.path.basename(gt_ann["file_name"])
         image = Image.fromarray(id_to_rgb(seg))
-        _atomic_write(os.path.join(folder, file_name), "wb", lambda f: image.save(f, format="PNG"))
+        atomic_write(os.path.join(folder, file_name), lambda f: image.save(f, format="PNG"))
         labels, counts = np.unique(seg, return_counts=True)
         areas = dict(zip(labels.tolist(), counts.tolist()))
         kept = [{**s, "area": areas[s["id"]]} for s in segments if areas.get(s["id"], 0) > 0]
@@ -225,7 +226,7 @@ class COCOPanopticEvaluator(DatasetEvaluator):
             path = os.path.join(self._output_dir, PREDICTIONS_JSON)
             data = {"annotations": annotations, "categories": list(categories.values())}
             logger.info("Saving panoptic predictions to %s", path)
-            _atomic_write(path, "w", lambda f: json.dump(data, f))
+            atomic_write(path, lambda f: json.dump(data, f), text=True)
         if not stats:
             logger.warning("COCOPanopticEvaluator('%s'): no image processed", self._dataset_name)
         total = PQStat()
@@ -249,7 +250,7 @@ class COCOPanopticEvaluator(DatasetEvaluator):
             "Panoptic evaluation of '%s' (%d images):\n%s",
             self._dataset_name,
             num_images,
-            _format_table(["", "PQ", "SQ", "RQ", "#categories"], rows),
+            format_table(["", "PQ", "SQ", "RQ", "#categories"], rows),
         )
         from_dataset = {v: k for k, v in self._to_dataset.items()}
         _, per_class = total.pq_average(categories)

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mrdetr.utils.file_io import atomic_path
+
 __all__ = ["ExportReport", "PrimaryRouteExport", "export_onnx", "verify_onnx"]
 
 DEFAULT_OPSET = 17  # GridSample needs opset >= 16
@@ -121,10 +123,8 @@ def export_onnx(
     wrapper = PrimaryRouteExport(model.cpu().eval()).eval()
     g = torch.Generator().manual_seed(seed)
     image = torch.rand(1, 3, height, width, generator=g) * 255.0
-    folder, name = os.path.split(os.path.abspath(output))
-    tmp = os.path.join(folder, f".tmp-{name}")
     axes = {"image": {2: "height", 3: "width"}} if dynamic else None
-    try:
+    with atomic_path(output) as tmp:
         with torch.no_grad(), warnings.catch_warnings():
             # shape checks become constants while tracing: expected for a fixed-size export
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -139,8 +139,4 @@ def export_onnx(
                 dynamo=False,
             )
         diff = verify_onnx(tmp, wrapper, image, tolerance) if verify else None
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return ExportReport(output, tuple(image.shape), diff)

@@ -23,7 +23,6 @@ __all__ = [
     "is_panoptic_predictions",
     "panoptic_id_map",
     "visualize_panoptic",
-    "write_image_atomically",
 ]
 
 logger = logging.getLogger(__name__)
@@ -72,13 +71,6 @@ def output_targets(records: list[dict[str, Any]], output_dir: str) -> list[str]:
         raise FileExistsError(f"output file already exists: {existing[0]} (refusing to overwrite)")
     os.makedirs(output_dir, exist_ok=True)
     return targets
-
-
-def write_image_atomically(target: str, rgb: np.ndarray) -> None:
-    """Encode RGB uint8 [H, W, 3] by ``target``'s extension (JPEG without one); write via a temp file."""
-    from .demo import _write_image_atomic
-
-    _write_image_atomic(target, np.ascontiguousarray(rgb[:, :, ::-1]))
 
 
 def _check_annotations(
@@ -166,7 +158,7 @@ def visualize_panoptic(
     """
     from ..data import DatasetCatalog, MetadataCatalog
     from ..data.detection_utils import read_image
-    from ..utils.visualizer import draw_panoptic, side_by_side
+    from ..utils.visualizer import draw_panoptic, save_image, side_by_side
 
     if pred_root is None:
         pred_root = os.path.join(os.path.dirname(os.path.abspath(input_file)), PREDICTIONS_DIR)
@@ -198,6 +190,6 @@ def visualize_panoptic(
             pred = draw_panoptic(image, ids, segments, names)
         gt_ids = _read_ids(record["pan_seg_file_name"], shape, image_id, "ground-truth")
         gt = draw_panoptic(image, gt_ids, record.get("segments_info", []), names)
-        write_image_atomically(target, side_by_side(pred, gt))
+        save_image(target, side_by_side(pred, gt))
     logger.info("wrote %d images to %s", len(targets), output_dir)
     return targets

@@ -15,6 +15,7 @@ never overwritten, and outputs are written atomically (no half file after an err
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import logging
 import os
@@ -23,6 +24,8 @@ from collections.abc import Iterable
 import cv2
 import numpy as np
 from tqdm import tqdm
+
+from mrdetr.utils.file_io import atomic_path
 
 __all__ = ["IMAGE_EXTENSIONS", "build_parser", "expand_inputs", "main"]
 
@@ -107,21 +110,6 @@ def _check_images(paths: list[str]) -> None:
             raise BadImageError(f"Cannot read image '{path}': {exc}") from exc
 
 
-def _write_image_atomic(path: str, image_bgr: np.ndarray) -> None:
-    ext = os.path.splitext(path)[1] or ".jpg"
-    ok, buf = cv2.imencode(ext, image_bgr)
-    if not ok:
-        raise ValueError(f"cannot encode an image as '{ext}' for {path}")
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _show(image_bgr: np.ndarray) -> bool:
     """Show a frame; False when the user pressed Esc."""
     try:
@@ -163,6 +151,7 @@ class _Demo:
 
 def _run_images(demo: _Demo, args: argparse.Namespace) -> None:
     from ..data.detection_utils import read_image
+    from ..utils.visualizer import save_image
 
     inputs = expand_inputs(args.input)
     _check_images(inputs)
@@ -175,7 +164,7 @@ def _run_images(demo: _Demo, args: argparse.Namespace) -> None:
             if not _show(vis):
                 break
         else:
-            _write_image_atomic(target, vis)
+            save_image(target, vis[:, :, ::-1])
 
 
 def _video_output(video: str, output: str) -> str:
@@ -192,32 +181,27 @@ def _run_video(demo: _Demo, args: argparse.Namespace) -> None:
 
     capture = open_capture(args.video_input)
     fps, width, height, count = video_properties(capture)
-    writer = target = tmp = None
-    if args.output:
-        target = _video_output(args.video_input, args.output)
-        if os.path.exists(target):
-            capture.release()
-            raise FileExistsError(f"output file already exists: {target} (refusing to overwrite)")
-        folder, name = os.path.split(os.path.abspath(target))
-        tmp = os.path.join(folder, f".tmp-{name}")
-        writer = open_video_writer(tmp, fps, (width, height))
-    try:
+    writer = target = None
+    with contextlib.ExitStack() as stack:
+        stack.callback(capture.release)
+        if args.output:
+            target = _video_output(args.video_input, args.output)
+            if os.path.exists(target):
+                raise FileExistsError(
+                    f"output file already exists: {target} (refusing to overwrite)"
+                )
+            # exits run last-in first-out: the writer is closed before the file is renamed
+            tmp = stack.enter_context(atomic_path(target))
+            writer = open_video_writer(tmp, fps, (width, height))
+            stack.callback(writer.release)
         for frame in tqdm(read_video(capture), total=count or None, disable=writer is None):
             vis, _ = demo.draw(frame)
             if writer is not None:
                 writer.write(vis)
             elif not _show(vis):
                 break
-        if writer is not None:
-            writer.release()
-            os.replace(tmp, target)
-            logger.info("wrote %s (%dx%d at %.2f fps)", target, width, height, fps)
-    finally:
-        capture.release()
-        if writer is not None:
-            writer.release()
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
+    if target is not None:
+        logger.info("wrote %s (%dx%d at %.2f fps)", target, width, height, fps)
 
 
 def _run_webcam(demo: _Demo) -> None:

@@ -7,7 +7,7 @@ reads ``DIR/model_{iter:07d}.pth`` for every iteration and writes ``DIR/meanmode
 ``{"model": sum_i w_i * theta_i}``. Floating-point tensors are averaged (in float64, stored in their
 own dtype); integer/bool buffers (e.g. Swin's ``relative_position_index``) are copied from the newest
 checkpoint. All files must exist and agree in keys and shapes, and the weights must sum to 1. The
-output is written atomically (temporary file + ``os.replace``). Evaluate it with
+output is written atomically (:func:`mrdetr.utils.file_io.atomic_write`). Evaluate it with
 ``--eval-only train.init_checkpoint=DIR/meanmodel.pth``.
 """
 
@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
+
+from mrdetr.utils.file_io import atomic_write
 
 __all__ = ["checkpoint_path", "main", "mean_state_dicts", "model_mean", "parse_list"]
 
@@ -47,7 +49,7 @@ def parse_list(text: str, kind: type, name: str) -> list:
 
 
 def _read_state_dict(path: str, use_ema: bool) -> dict[str, Tensor]:
-    from ..checkpoint.official import extract_state_dict, load_checkpoint_file
+    from ..checkpoint.io import extract_state_dict, load_checkpoint_file
 
     obj = load_checkpoint_file(path)
     if use_ema:
@@ -128,13 +130,7 @@ def model_mean(
     sds = [_read_state_dict(paths[i], use_ema) for i in order]
     mean = mean_state_dicts(sds, [weights[i] for i in order], [paths[i] for i in order])
     out_path = output if os.path.isabs(output) else os.path.join(folder, output)
-    tmp = out_path + ".tmp"
-    try:
-        torch.save({"model": mean}, tmp)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(out_path, lambda f: torch.save({"model": mean}, f))
     terms = " + ".join(f"{weights[i]:g}*{os.path.basename(paths[i])}" for i in range(len(iters)))
     logger.info("wrote %s = %s%s", out_path, terms, " (EMA weights)" if use_ema else "")
     return out_path

@@ -15,6 +15,8 @@ import os
 import re
 from collections import defaultdict
 
+from mrdetr.utils.file_io import atomic_write
+
 __all__ = ["ROUTE_PATTERNS", "build_parser", "main", "plot_logs", "read_metrics", "route_totals"]
 
 # route -> pattern of its loss keys; a loss key matching none of them belongs to "primary"
@@ -102,16 +104,11 @@ def plot_logs(files: list[str], output: str) -> str:
             ax.legend(fontsize="small")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    folder, name = os.path.split(os.path.abspath(output))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{name}")
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     try:
-        fig.savefig(tmp, format="png", dpi=_DPI)
-        os.replace(tmp, output)
+        atomic_write(output, lambda f: fig.savefig(f, format="png", dpi=_DPI))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return output
 
 

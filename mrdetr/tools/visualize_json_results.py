@@ -42,7 +42,6 @@ from ._visualize_panoptic import (
     is_panoptic_predictions,
     output_targets,
     visualize_panoptic,
-    write_image_atomically,
 )
 
 __all__ = ["build_parser", "category_mapper", "group_predictions", "main", "visualize"]
@@ -195,7 +194,7 @@ def visualize(
     """
     from ..data import DatasetCatalog, MetadataCatalog
     from ..data.detection_utils import read_image
-    from ..utils.visualizer import draw_instances, side_by_side
+    from ..utils.visualizer import draw_instances, save_image, side_by_side
 
     data = _load_json(results_file)
     if is_panoptic_predictions(data):
@@ -226,7 +225,7 @@ def visualize(
         pred = draw_instances(image, boxes, classes, scores, masks, names)
         gt_boxes, gt_classes, gt_masks = _ground_truth_arrays(record, h, w)
         gt = draw_instances(image, gt_boxes, gt_classes, None, gt_masks, names)
-        write_image_atomically(target, side_by_side(pred, gt))
+        save_image(target, side_by_side(pred, gt))
     logger.info("wrote %d images to %s", len(targets), output_dir)
     return targets
 

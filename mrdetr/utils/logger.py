@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-__all__ = ["setup_logger"]
+__all__ = ["format_table", "setup_logger"]
 
 _FORMAT = "[%(asctime)s] %(name)s %(levelname)s: %(message)s"
 _DATE_FORMAT = "%m/%d %H:%M:%S"
@@ -87,3 +87,16 @@ def setup_logger(
         file_handler.setFormatter(plain)
         logger.addHandler(file_handler)
     return logger
+
+
+def format_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A plain pipe table (markdown style), columns padded to their widest cell."""
+    width = len(headers)
+    rows = [row + [""] * (width - len(row)) for row in rows]
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(headers), sep, *(line(r) for r in rows)])

@@ -15,19 +15,30 @@ Example::
 from __future__ import annotations
 
 import colorsys
+import os
 from collections.abc import Sequence
 from typing import Any
 
 import cv2
 import numpy as np
 
-__all__ = ["class_color", "draw_detections", "draw_instances", "draw_panoptic", "side_by_side"]
+from .file_io import atomic_write_bytes
+
+__all__ = [
+    "class_color",
+    "draw_detections",
+    "draw_instances",
+    "draw_panoptic",
+    "save_image",
+    "side_by_side",
+]
 
 _GOLDEN_RATIO = 0.618033988749895  # hue step between consecutive class ids (well-spread colours)
 _SATURATION = 0.75
 _VALUE = 0.95
 _MASK_ALPHA = 0.45
 _PANOPTIC_ALPHA = 0.5
+_DEFAULT_IMAGE_EXTENSION = ".jpg"
 _INSTANCE_HUE_STEP = 0.035  # hue shift between thing instances of one class (in [0, 1) hue units)
 _MIN_LABEL_RADIUS = 2.0  # a segment gets a label when it holds a disc of this radius (pixels)
 _LINE_WIDTH_FRACTION = 1 / 400  # box line width relative to the longer image side
@@ -226,3 +237,18 @@ def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 4) -> np.ndarra
 
     spacer = np.zeros((h, gap, 3), dtype=np.uint8)
     return np.concatenate([pad(left), spacer, pad(right)], axis=1)
+
+
+def save_image(path: str, image: np.ndarray) -> None:
+    """Write an RGB ``uint8`` image [H, W, 3] atomically, encoded by ``path``'s extension.
+
+    A path without an extension is written as JPEG.
+
+    Raises:
+        ValueError: OpenCV cannot encode that format.
+    """
+    ext = os.path.splitext(path)[1] or _DEFAULT_IMAGE_EXTENSION
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(image[:, :, ::-1]))
+    if not ok:
+        raise ValueError(f"cannot encode an image as '{ext}' for {path}")
+    atomic_write_bytes(path, buf.tobytes())
