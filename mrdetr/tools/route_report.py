@@ -92,10 +92,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{o2m['matches_per_object']:.2f} matches per object"
             )
     if args.json:
-        from ..checkpoint.checkpointer import atomic_write
+        from ..utils.file_io import atomic_write_text
 
-        text = json.dumps(report, indent=1)
-        atomic_write(args.json, lambda f: f.write(text.encode()))
+        atomic_write_text(args.json, json.dumps(report, indent=1))
     return 0
 
 
