@@ -196,3 +196,27 @@ def test_route_report_cli_on_a_tiny_checkpoint(tmp_path):
     )  # fmt: skip
     assert missing.returncode != 0
     assert "train.init_checkpoint" in missing.stderr.strip().splitlines()[-1]
+
+
+def test_route_report_at_every_evaluation_lands_in_the_eval_results(tmp_path, monkeypatch):
+    from mrdetr.config import LazyConfig, instantiate
+    from mrdetr.data.synthetic import generate_synthetic_dataset
+    from mrdetr.engine.hooks import EvalHook
+    from mrdetr.engine.runner import do_test
+
+    generate_synthetic_dataset(tmp_path / "datasets" / "synthetic", num_train=0, num_val=2,
+                               image_size=64, progress=False)  # fmt: skip
+    monkeypatch.setenv("MRDETR_DATASETS", str(tmp_path / "datasets"))
+    cfg = LazyConfig.apply_overrides(
+        LazyConfig.load(str(QUICKSTART)),
+        ["train.route_report.enabled=True", "train.route_report.nms_iou=0.5",
+         "dataloader.test.mapper.augmentation.min_size=64",
+         f"dataloader.evaluator.output_dir={tmp_path / 'inference'}"],
+    )  # fmt: skip
+    torch.manual_seed(0)
+    results = do_test(cfg, instantiate(cfg.model))
+    assert set(results["routes"]) == {"primary", "instruct", "sep_ffn"}
+    # the primary route's raw AP is the evaluator's AP: the same detections, the same COCOeval
+    assert results["routes"]["primary"]["AP"] == pytest.approx(results["bbox"]["AP"], abs=1e-6)
+    flat = EvalHook._flatten(results)
+    assert {"routes/primary/AP_nms", "routes/sep_ffn/dups_per_object", "bbox/AP"} <= set(flat)

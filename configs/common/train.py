@@ -10,6 +10,9 @@ train = dict(
     checkpointer=dict(period=5000, max_to_keep=100),
     eval_period=5000,
     eval_at_start=False,  # also evaluate before the first iteration
+    # per-route AP (raw / class-wise NMS), duplicates per object and one-to-many positives at every
+    # evaluation, stored as routes/<route>/<metric> (mrdetr.evaluation.route_diagnostics)
+    route_report=dict(enabled=False, nms_iou=0.7, score_threshold=0.3, match_iou=0.5),
     log_period=20,
     device="auto",  # "auto": cuda if available, else cpu
     seed=-1,  # -1: a random seed, logged in log.txt

@@ -96,7 +96,32 @@ def _evaluate(cfg: Any, model: nn.Module) -> dict[str, Any]:
     )
     if comm.is_main_process():
         print_csv_format(results)
+    report = _route_report(cfg, model)
+    if report is not None:
+        results["routes"] = report["routes"]
     return results
+
+
+def _route_report(cfg: Any, model: nn.Module) -> dict[str, Any] | None:
+    """Route diagnostics on the test set when ``train.route_report.enabled`` (one process only)."""
+    settings = cfg.train.get("route_report", None)
+    if settings is None or not settings.get("enabled", False):
+        return None
+    if comm.get_world_size() > 1:
+        logger.warning("train.route_report runs in single-process runs only: skipped.")
+        return None
+    from mrdetr.evaluation.route_diagnostics import run_route_diagnostics, summary_line
+
+    report = run_route_diagnostics(
+        model,
+        _instantiate(cfg.dataloader.test),
+        cfg.dataloader.test.dataset,
+        nms_iou=float(settings.get("nms_iou", 0.7)),
+        score_threshold=float(settings.get("score_threshold", 0.3)),
+        match_iou=float(settings.get("match_iou", 0.5)),
+    )
+    logger.info("Route diagnostics: %s", summary_line(report))
+    return report
 
 
 def do_test(cfg: Any, model: nn.Module, *, ema: ModelEMA | None = None) -> dict[str, Any]:

@@ -41,6 +41,7 @@ __all__ = [
     "duplicate_counts",
     "one_to_many_positives",
     "run_route_diagnostics",
+    "summary_line",
 ]
 
 _PERCENT = 100.0
@@ -341,6 +342,14 @@ def run_route_diagnostics(
             "matches_per_object": sum(v["o2m_matches_per_object"] for v in values) / len(values),
         }
     return report
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    """One log line: per route, raw AP, AP after NMS and duplicates per found object."""
+    return "; ".join(
+        f"{route} AP {m['AP']:.1f} (NMS {m['AP_nms']:.1f}), {m['dups_per_object']:.2f} dups/object"
+        for route, m in report["routes"].items()
+    )
 
 
 def checkpoint_iteration(path: str | os.PathLike) -> int:
