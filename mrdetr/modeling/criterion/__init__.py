@@ -1,9 +1,11 @@
 """Mr. DETR criterion: per-route matching, focal/L1/GIoU losses and the loss-weight table."""
 
-from .align import AlignCriterion, ia_bce_loss, paired_box_iou, rank_weights
+from mrdetr.structures import paired_box_iou, paired_generalized_box_iou
+
+from .align import AlignCriterion, ia_bce_loss, rank_weights
 from .criterion import MrDETRCriterion
 from .dn_criterion import DNCriterion
-from .losses import giou_loss, l1_loss, paired_generalized_box_iou, sigmoid_focal_loss
+from .losses import giou_loss, l1_loss, sigmoid_focal_loss
 from .naming import (
     LOSS_TERMS,
     ROUTE_LOSSES,

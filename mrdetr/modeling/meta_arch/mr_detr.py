@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ...layers import MLP
-from ...structures import ImageList, Instances, inverse_sigmoid
+from ...structures import ImageList, Instances
 from ..criterion import apply_weights
 from ..denoising import ContrastiveDenoising, DNQueries, instruct_attention_mask, split_denoising
 from ..outputs import MrDETROutput, Predictions, RawOutput, RouteOutput
@@ -187,16 +187,14 @@ class MrDETR(nn.Module):
                 self_attn = self.transformer.decoder.layers[0].self_attn
                 num_instr = self_attn.instruction_content.num_embeddings
                 attn_mask = instruct_attention_mask(attn_mask, dn.meta.num_dn_queries, num_instr)
-        hidden, references, deltas = self.transformer.decode(
+        decoded = self.transformer.decode(
             encoded, route, query, box_logits, self.bbox_embed, attn_mask
         )
-        init_reference = box_logits.sigmoid()
-        layers = []
-        for lvl in range(hidden.shape[0]):
-            reference = init_reference if lvl == 0 else references[lvl - 1]
-            boxes = (deltas[lvl] + inverse_sigmoid(reference)).sigmoid()
-            layers.append(Predictions(logits=self.class_embed[lvl](hidden[lvl]), boxes=boxes))
-        return RouteOutput(layers, hidden, references, init_reference)
+        layers = [
+            Predictions(logits=self.class_embed[lvl](hidden), boxes=decoded.boxes[lvl])
+            for lvl, hidden in enumerate(decoded.hidden)
+        ]
+        return RouteOutput(layers, decoded.hidden, decoded.references, box_logits.sigmoid())
 
     def forward_features(
         self,
