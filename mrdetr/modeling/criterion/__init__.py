@@ -3,17 +3,10 @@
 from mrdetr.structures import paired_box_iou, paired_generalized_box_iou
 
 from .align import AlignCriterion, ia_bce_loss, rank_weights
-from .criterion import MrDETRCriterion
+from .criterion import MrDETRCriterion, RouteLosses
 from .dn_criterion import DNCriterion
 from .losses import giou_loss, l1_loss, sigmoid_focal_loss
-from .naming import (
-    LOSS_TERMS,
-    ROUTE_LOSSES,
-    RouteLossSpec,
-    dn_layer_suffix,
-    encoder_suffix,
-    layer_suffix,
-)
+from .naming import LOSS_TERMS, dn_layer_suffix, encoder_suffix, layer_suffix
 from .weights import (
     DEFAULT_BASE_WEIGHTS,
     DEFAULT_ENCODER_WEIGHTS,
@@ -27,9 +20,8 @@ __all__ = [
     "DEFAULT_BASE_WEIGHTS",
     "DEFAULT_ENCODER_WEIGHTS",
     "LOSS_TERMS",
-    "ROUTE_LOSSES",
     "MrDETRCriterion",
-    "RouteLossSpec",
+    "RouteLosses",
     "apply_weights",
     "build_weight_dict",
     "dn_layer_suffix",
