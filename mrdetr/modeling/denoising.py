@@ -1,4 +1,4 @@
-"""Contrastive denoising (DN) queries of Mr. DETR-DINO and Mr. DETR-Align (spec §1.10).
+"""Contrastive denoising (DN) queries of Mr. DETR-DINO and Mr. DETR-Align (DINO-style).
 
 In training, once per batch, noised copies of the ground truth are turned into extra decoder queries that
 are prepended to the matching queries of **every** route (shared by PRIMARY, INSTRUCT and SEP_FFN):

@@ -1,4 +1,4 @@
-"""Mr. DETR-Align: the IoU-aware BCE ("IA-BCE") class loss with rank weights (spec §3.5).
+"""Mr. DETR-Align: the IoU-aware BCE ("IA-BCE") class loss with rank weights.
 
 For the matched pairs ``(query q, GT g, class c)`` the soft target is
 ``t = p_qc^alpha * IoU(q, g)^(1 - alpha)``, clamped to ``>= min_quality`` and detached. On the one-to-many

@@ -1,4 +1,4 @@
-"""Functional detection losses: sigmoid focal classification, L1 and GIoU box losses (spec §3.4).
+"""Functional detection losses: sigmoid focal classification, L1 and GIoU box losses.
 
 Every loss returns the *sum* over its elements divided by a normaliser (the number of GT boxes, or a
 multiple of it), as in the official criterion.

@@ -60,8 +60,9 @@ class MrDETR(nn.Module):
         size_divisibility: pad batches to a multiple of this (0: official, no rounding). On CPU, a
             few distinct padded shapes let oneDNN reuse its convolution kernels across iterations
             (a new input shape costs a kernel build in forward and backward).
-        eval_padding_mask: use the real padding mask at eval (the official code uses none, a bug;
-            set False only to reproduce its batched outputs).
+        eval_padding_mask: use the real padding mask at eval (the official code passes no mask at
+            eval, so padded images of a batch attend to their padding; set False only to reproduce
+            its batched outputs).
         denoising: contrastive denoising (Mr. DETR-DINO/Align): in training its queries are prepended
             to every route's matching queries; None (Deformable) builds none. Never used at eval.
         dn_number: the official config key ``model.dn_number``: DN budget before doubling (100);
