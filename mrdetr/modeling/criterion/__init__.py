@@ -3,7 +3,7 @@
 from mrdetr.structures import paired_box_iou, paired_generalized_box_iou
 
 from .align import AlignCriterion, ia_bce_loss, rank_weights
-from .criterion import MrDETRCriterion, RouteLosses
+from .criterion import LossContext, MrDETRCriterion, RouteLosses
 from .dn_criterion import DNCriterion
 from .losses import giou_loss, l1_loss, sigmoid_focal_loss
 from .naming import LOSS_TERMS, dn_layer_suffix, encoder_suffix, layer_suffix
@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_BASE_WEIGHTS",
     "DEFAULT_ENCODER_WEIGHTS",
     "LOSS_TERMS",
+    "LossContext",
     "MrDETRCriterion",
     "RouteLosses",
     "apply_weights",

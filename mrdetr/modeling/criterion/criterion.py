@@ -9,8 +9,8 @@ Hooks for the variants (each overrides one, none re-writes :meth:`MrDETRCriterio
   indices and whether the prediction set is one-to-many, and may return per-pair weights that
   :meth:`MrDETRCriterion.supervise` hands to the GIoU loss.
 - :meth:`MrDETRCriterion.extra_losses` (DINO/Align: denoising terms; InsSeg: mask terms). It runs
-  after the box terms with the prepared targets, the batch's ``num_boxes`` (one ``all_reduce`` per
-  step) and the final layer's matches of every route (:class:`RouteLosses`).
+  after the box terms with a :class:`LossContext`: the prepared targets, the batch's ``num_boxes``
+  (one ``all_reduce`` per step) and the final layer's matches of every route.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from mrdetr.modeling.routes import ROUTES, Route, route_spec
 from .losses import giou_loss, l1_loss, sigmoid_focal_loss
 from .naming import encoder_suffix, layer_suffix
 
-__all__ = ["MrDETRCriterion", "RouteLosses"]
+__all__ = ["LossContext", "MrDETRCriterion", "RouteLosses"]
 
 
 @dataclass
@@ -44,6 +44,23 @@ class RouteLosses:
 
     terms: dict[str, Tensor]
     final_matches: list[MatchIndices]
+
+
+@dataclass
+class LossContext:
+    """What :meth:`MrDETRCriterion.forward` prepared for the box terms, handed to ``extra_losses``.
+
+    Attributes:
+        targets: B prepared targets (on the predictions' device, see ``prepare_targets``).
+        num_boxes: the batch's GT count (averaged over processes, >= 1).
+        final_matches: per decoder route that ran, the matches of its final layer.
+        generator: the random generator of this forward (None: the global one).
+    """
+
+    targets: list[dict[str, Tensor]]
+    num_boxes: float
+    final_matches: dict[Route, list[MatchIndices]]
+    generator: torch.Generator | None = None
 
 
 class MrDETRCriterion(nn.Module):
@@ -146,19 +163,12 @@ class MrDETRCriterion(nn.Module):
                 losses.update(
                     self.encoder_losses(route, outputs.encoder[route], targets, num_boxes)
                 )
-        losses.update(
-            self.extra_losses(outputs, targets, num_boxes, final_matches, generator, **inputs)
-        )
+        context = LossContext(targets, num_boxes, final_matches, generator)
+        losses.update(self.extra_losses(outputs, context, **inputs))
         return losses
 
     def extra_losses(
-        self,
-        outputs: MrDETROutput,
-        targets: list[dict[str, Tensor]],
-        num_boxes: float,
-        final_matches: dict[Route, list[MatchIndices]],
-        generator: torch.Generator | None = None,
-        **inputs,
+        self, outputs: MrDETROutput, context: LossContext, **inputs
     ) -> dict[str, Tensor]:
         """Terms a variant adds after the box terms (none here).
 
@@ -167,10 +177,7 @@ class MrDETRCriterion(nn.Module):
 
         Args:
             outputs: the training outputs.
-            targets: the prepared targets (on the predictions' device, see :meth:`prepare_targets`).
-            num_boxes: the batch's GT count (averaged over processes, >= 1).
-            final_matches: per decoder route that ran, the matches of its final layer.
-            generator: the random generator of this forward.
+            context: targets, ``num_boxes`` and final-layer matches of the box terms.
             **inputs: the extra inputs given to :meth:`forward`.
 
         Raises:

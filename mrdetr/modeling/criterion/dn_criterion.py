@@ -14,11 +14,11 @@ import torch
 from torch import Tensor
 
 from mrdetr.modeling.denoising import dn_match_indices
-from mrdetr.modeling.matcher import MatchIndices, Targets
+from mrdetr.modeling.matcher import Targets
 from mrdetr.modeling.outputs import MrDETROutput
-from mrdetr.modeling.routes import ROUTES, Route
+from mrdetr.modeling.routes import ROUTES
 
-from .criterion import MrDETRCriterion
+from .criterion import LossContext, MrDETRCriterion
 from .naming import LOSS_TERMS, dn_layer_suffix
 
 __all__ = ["DNCriterion"]
@@ -33,20 +33,12 @@ class DNCriterion(MrDETRCriterion):
     """
 
     def extra_losses(
-        self,
-        outputs: MrDETROutput,
-        targets: list[dict[str, Tensor]],
-        num_boxes: float,
-        final_matches: dict[Route, list[MatchIndices]],
-        generator: torch.Generator | None = None,
-        **inputs,
+        self, outputs: MrDETROutput, context: LossContext, **inputs
     ) -> dict[str, Tensor]:
         """The parent's extra terms plus the DN terms of every route in ``outputs.routes``, on the
         targets and ``num_boxes`` that :meth:`MrDETRCriterion.forward` prepared for the box terms."""
-        losses = super().extra_losses(
-            outputs, targets, num_boxes, final_matches, generator, **inputs
-        )
-        losses.update(self.denoising_losses(outputs, targets, num_boxes))
+        losses = super().extra_losses(outputs, context, **inputs)
+        losses.update(self.denoising_losses(outputs, context.targets, context.num_boxes))
         return losses
 
     def denoising_losses(

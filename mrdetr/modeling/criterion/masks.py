@@ -22,7 +22,7 @@ from mrdetr.modeling.matcher import MatchIndices
 from mrdetr.modeling.outputs import MrDETROutput
 from mrdetr.modeling.routes import ROUTES, Route, route_spec
 
-from .criterion import MrDETRCriterion
+from .criterion import LossContext, MrDETRCriterion
 from .weights import build_weight_dict
 
 __all__ = [
@@ -130,10 +130,7 @@ class MrDETRMaskCriterion(MrDETRCriterion):
     def extra_losses(
         self,
         outputs: MrDETROutput,
-        targets: list[dict[str, Tensor]],
-        num_boxes: float,
-        final_matches: dict[Route, list[MatchIndices]],
-        generator: torch.Generator | None = None,
+        context: LossContext,
         *,
         pred_masks: dict[Route, Tensor] | None = None,
         target_masks: list[Tensor] | None = None,
@@ -141,29 +138,27 @@ class MrDETRMaskCriterion(MrDETRCriterion):
     ) -> dict[str, Tensor]:
         """The mask terms of every route in ``pred_masks``, on its final layer's matches.
 
+        The one-to-many routes' terms are normalised by ``num_boxes * one_to_many_normalizer_scale``,
+        as their box terms; the points are drawn from ``context.generator``.
+
         Args:
             outputs: training outputs of the model.
-            targets: the prepared targets.
-            num_boxes: the batch's GT count; the one-to-many routes' terms are normalised by
-                ``num_boxes * one_to_many_normalizer_scale``, as their box terms.
-            final_matches: per route, the final layer's matches of the box terms.
-            generator: random generator of the point sampling.
+            context: targets, ``num_boxes`` and final-layer matches of the box terms.
             pred_masks: {route: [B, Q, h, w] mask logits of its final layer}; None: no mask terms.
             target_masks: B tensors [n_b, H, W] (bool or float, padded batch frame), rows aligned with
                 the targets.
             **inputs: passed on to the parent class's hook.
         """
-        losses = super().extra_losses(
-            outputs, targets, num_boxes, final_matches, generator, **inputs
-        )
-        if pred_masks and (target_masks is None or len(target_masks) != len(targets)):
+        losses = super().extra_losses(outputs, context, **inputs)
+        num_images = len(context.targets)
+        if pred_masks and (target_masks is None or len(target_masks) != num_images):
             raise ValueError(
                 "MrDETRMaskCriterion: pred_masks given but target_masks is missing or has "
                 f"{None if target_masks is None else len(target_masks)} entries for "
-                f"{len(targets)} images"
+                f"{num_images} images"
             )
         for route, masks in (pred_masks or {}).items():
-            if route not in final_matches:
+            if route not in context.final_matches:
                 raise KeyError(
                     f"MrDETRMaskCriterion: masks given for {route.name}, which has no output"
                 )
@@ -171,10 +166,10 @@ class MrDETRMaskCriterion(MrDETRCriterion):
                 self.mask_losses(
                     masks,
                     target_masks,
-                    final_matches[route],
-                    self.route_normalizer(route, num_boxes),
+                    context.final_matches[route],
+                    self.route_normalizer(route, context.num_boxes),
                     route_spec(route).mask_suffix,
-                    generator,
+                    context.generator,
                 )
             )
         return losses

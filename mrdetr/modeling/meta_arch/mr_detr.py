@@ -2,7 +2,7 @@
 
 Training runs every configured route and returns the weighted losses; inference runs the primary
 (one-to-one) route only. Variants (InsSeg, panoptic) extend the model through the hooks
-:meth:`MrDETR.extend_encoded`, :meth:`MrDETR.run_route`, :meth:`MrDETR.criterion_losses`,
+:meth:`MrDETR.extend_encoded`, :meth:`MrDETR.run_route`, :meth:`MrDETR.criterion_inputs`,
 :meth:`MrDETR.raw_output` and :meth:`MrDETR.instance_fields`; DINO/Align plug a ``denoising`` module and
 a criterion in; see ``docs/architecture.md``.
 """
@@ -296,20 +296,16 @@ class MrDETR(nn.Module):
         targets = prepare_targets(batched_inputs, self.device)
         reset_moe_aux_losses(self)
         outputs = self.forward_features(batched_inputs, self.train_routes, targets, generator)
-        unweighted = self.criterion_losses(outputs, targets, batched_inputs, generator)
+        inputs = self.criterion_inputs(outputs, batched_inputs)
+        unweighted = self.criterion(outputs, targets, generator=generator, **inputs)
         losses = apply_weights(unweighted, self.weight_dict)
         losses.update(collect_moe_aux_losses(self))  # Mr. DETR++ balance losses (already weighted)
         return losses
 
-    def criterion_losses(
-        self,
-        outputs: MrDETROutput,
-        targets: list[dict[str, Tensor]],
-        batched_inputs: list[dict],
-        generator: torch.Generator | None = None,
-    ) -> dict[str, Tensor]:
-        """Unweighted loss terms of one forward (subclasses add their own, e.g. masks)."""
-        return self.criterion(outputs, targets, generator=generator)
+    def criterion_inputs(self, outputs: MrDETROutput, batched_inputs: list[dict]) -> dict:
+        """Hook: extra keyword inputs of the criterion for one training forward (none here; InsSeg:
+        the predicted and target masks)."""
+        return {}
 
     @torch.no_grad()
     def forward_raw(self, batched_inputs: list[dict]) -> RawOutput:

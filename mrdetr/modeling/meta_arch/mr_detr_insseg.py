@@ -2,14 +2,17 @@
 
 The mask head runs on the final hidden states of every route that runs (PRIMARY at eval; all three in
 training), over the coarsest (stride 64) encoder memory level, with FPN maps projected from res5/res4/res3.
-The variant overrides four hooks of :class:`MrDETR` and nothing else: :meth:`extend_encoded` keeps the
-backbone maps, :meth:`run_route` adds the final layer's mask logits, :meth:`criterion_losses` adds the
-mask targets and :meth:`raw_output` / :meth:`instance_fields` carry the masks to the detections.
+The variant overrides five hooks of :class:`MrDETR` and no other method: :meth:`extend_encoded` keeps
+the backbone maps, :meth:`run_route` adds the final layer's mask logits, :meth:`criterion_inputs` hands
+them and the mask targets to the criterion, and :meth:`raw_output` / :meth:`instance_fields` carry the
+masks to the detections.
 
-Where it differs from the official code: the query count and head width come from the config (the
-official mask head hard-codes them); at inference the masks are cropped to the image region of the
-padded batch before resizing to (height, width), and they are kept or dropped together with their boxes
-(the official post-processing pairs masks and boxes after filtering only the boxes).
+Where it differs from the official InsSeg ``deformable_detr.py``: the query count and the attention
+heads/width come from the config (the official mask path hard-codes ``.view(..., 300, ...)`` and
+``8, 256``); at inference the masks are cropped to the image region of the padded batch before resizing
+to (height, width) (the official code resizes the padded-frame masks straight to the output size), and
+masks are dropped together with their empty boxes (the official post-processing drops empty boxes but
+keeps every mask).
 """
 
 from __future__ import annotations
@@ -124,20 +127,15 @@ class MrDETRInstanceSeg(MrDETR):
         out = super().run_route(encoded, route, box_logits, *args, **kwargs)
         return SegRouteOutput(**_fields(out), pred_masks=self.mask_logits(encoded, out.hidden[-1]))
 
-    # ------------------------------------------------------------------------------ entry points
-    def criterion_losses(
-        self,
-        outputs: MrDETROutput,
-        targets: list[dict[str, Tensor]],
-        batched_inputs: list[dict],
-        generator: torch.Generator | None = None,
-    ) -> dict[str, Tensor]:
-        """Box terms plus ``loss_mask``/``loss_dice`` (``_o2m``, ``_sep``) on each route's last layer."""
-        target_masks = prepare_target_masks(batched_inputs, self.device, self.size_divisibility)
-        pred_masks = {route: out.pred_masks for route, out in outputs.routes.items()}
-        return self.criterion(
-            outputs, targets, generator=generator, pred_masks=pred_masks, target_masks=target_masks
-        )
+    def criterion_inputs(self, outputs: MrDETROutput, batched_inputs: list[dict]) -> dict:
+        """Each route's final-layer mask logits and the GT masks in the padded batch frame, for
+        ``loss_mask`` / ``loss_dice`` (``_o2m``, ``_sep``) of ``MrDETRMaskCriterion``."""
+        return {
+            "pred_masks": {route: out.pred_masks for route, out in outputs.routes.items()},
+            "target_masks": prepare_target_masks(
+                batched_inputs, self.device, self.size_divisibility
+            ),
+        }
 
     def raw_output(self, out: MrDETROutput) -> SegRawOutput:
         """As :meth:`MrDETR.raw_output`, plus the primary route's mask logits [B, Q, h, w] and the
