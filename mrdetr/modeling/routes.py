@@ -57,9 +57,8 @@ class RouteSpec:
         suffix: appended to the loss names of every decoder layer (``""``, ``"_group"``, ``"_sep"``).
         index_final_layer: whether the final layer's names carry its index (``_group_5``) or not
             (the primary route's ``loss_class``).
-        encoder_suffix: suffix of the terms of the proposal head this route owns.
-        dn_suffix: suffix of the route's denoising-query terms (final layer unindexed).
-        mask_suffix: suffix of the route's final-layer mask terms (``loss_mask_o2m``).
+        tag: the official code's short name of the route (``""``, ``"_o2m"``, ``"_sep"``), which
+            names its proposal-head, denoising and mask terms.
     """
 
     proposal_head: Route
@@ -67,44 +66,34 @@ class RouteSpec:
     one_to_many: bool
     suffix: str
     index_final_layer: bool
-    encoder_suffix: str
-    dn_suffix: str
-    mask_suffix: str
+    tag: str
+
+    @property
+    def encoder_suffix(self) -> str:
+        """Suffix of the terms of the proposal head this route owns (``_enc``, ``_enc_o2m``)."""
+        return f"_enc{self.tag}"
+
+    @property
+    def dn_suffix(self) -> str:
+        """Suffix of the denoising-query terms (``_dn``, ``_dn_o2m``, ``_dn_sep``)."""
+        return f"_dn{self.tag}"
+
+    @property
+    def mask_suffix(self) -> str:
+        """Suffix of the final layer's mask terms (``loss_mask``, ``loss_mask_o2m``, ...)."""
+        return self.tag
 
 
 # Routes in supervision order: the one-to-many assigner draws random numbers in this order.
+# fmt: off
 ROUTES: dict[Route, RouteSpec] = {
-    Route.PRIMARY: RouteSpec(
-        proposal_head=Route.PRIMARY,
-        instruction_tokens=False,
-        one_to_many=False,
-        suffix="",
-        index_final_layer=False,
-        encoder_suffix="_enc",
-        dn_suffix="_dn",
-        mask_suffix="",
-    ),
-    Route.INSTRUCT: RouteSpec(
-        proposal_head=Route.INSTRUCT,
-        instruction_tokens=True,
-        one_to_many=True,
-        suffix="_group",
-        index_final_layer=True,
-        encoder_suffix="_enc_o2m",
-        dn_suffix="_dn_o2m",
-        mask_suffix="_o2m",
-    ),
-    Route.SEP_FFN: RouteSpec(
-        proposal_head=Route.PRIMARY,
-        instruction_tokens=False,
-        one_to_many=True,
-        suffix="_sep",
-        index_final_layer=True,
-        encoder_suffix="_enc_sep",  # SEP_FFN owns no head: never produced
-        dn_suffix="_dn_sep",
-        mask_suffix="_sep",
-    ),
+    #               RouteSpec(proposal_head, instruction_tokens, one_to_many, suffix,
+    #                         index_final_layer, tag)
+    Route.PRIMARY:  RouteSpec(Route.PRIMARY,  False, False, "",       False, ""),
+    Route.INSTRUCT: RouteSpec(Route.INSTRUCT, True,  True,  "_group", True,  "_o2m"),
+    Route.SEP_FFN:  RouteSpec(Route.PRIMARY,  False, True,  "_sep",   True,  "_sep"),
 }
+# fmt: on
 
 
 def route_spec(route: Route) -> RouteSpec:
