@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ...layers import FFN
 from ...ops.msda import MultiScaleDeformableAttention
 from ...structures import inverse_sigmoid
-from ..routes import Route
+from ..routes import Route, route_spec
 from .checkpointing import run_layer
 from .levels import FlatLevels
 
@@ -44,7 +44,7 @@ class InstructiveSelfAttention(nn.Module):
     """Query self-attention shared by all routes; ``Route.INSTRUCT`` adds learnable instruction tokens.
 
     PRIMARY / SEP_FFN: ``x = norm(x + MHA(q=k=x+pos, v=x))``.
-    INSTRUCT: the instruction tokens are prepended to the keys (``content + pos``) and values (``content``)
+    INSTRUCT (``RouteSpec.instruction_tokens``): the instruction tokens are prepended to the keys (``content + pos``) and values (``content``)
     and the result goes through ``norm_instruct``. The tokens only act as extra keys/values: their own
     outputs are discarded by the method, so they are not computed as queries here.
 
@@ -86,7 +86,7 @@ class InstructiveSelfAttention(nn.Module):
             [B, Q, d].
         """
         q = x + pos
-        if route is Route.INSTRUCT:
+        if route_spec(route).instruction_tokens:
             b = x.shape[0]
             instr = self.instruction_content.weight.unsqueeze(0).expand(b, -1, -1)
             instr_key = instr + self.instruction_pos.weight.unsqueeze(0)
