@@ -1,4 +1,4 @@
-"""Typed outputs of the Mr. DETR model (no 8-tuples)."""
+"""Typed outputs of the Mr. DETR model: per-route predictions, training outputs, eval outputs."""
 
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ class RouteOutput:
 
 @dataclass(frozen=True)
 class DNMeta:
-    """Layout of the DN queries of one batch.
+    """Layout of the DN queries of one batch (built by ``denoising.ContrastiveDenoising``; it lives
+    here because :class:`MrDETROutput` carries it to the criterion).
 
     Attributes:
         single_padding: ``2m`` slots per group (m = largest GT count of the batch).
