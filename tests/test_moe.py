@@ -319,3 +319,28 @@ def test_add_plusplus_moe_composes_with_other_variants():
     )
     assert all(isinstance(layer.moe_ffn, MoEFFN) for layer in model.transformer.encoder.layers)
     assert model.transformer.encoder.layers[0].moe_levels == (3,)
+
+
+def test_activation_checkpointing_stores_each_balance_loss_once():
+    """Checkpointed encoder/decoder layers re-run their forward in backward: the MoE FFNs must not
+    store a second balance loss then; losses and gradients equal the un-checkpointed model's."""
+    from tiny_model import tiny_batch
+
+    from mrdetr.modeling.transformer.moe import moe_modules
+
+    batch = tiny_batch(num_boxes=(2,), sizes=((48, 40),))
+    runs = {}
+    for ckpt in (False, True):
+        flags = [f"model.transformer.{m}.use_checkpoint={ckpt}" for m in ("encoder", "decoder")]
+        pp = _tiny_pp(flags, seed=3).train()
+        g = torch.Generator().manual_seed(0)
+        losses = pp.losses(batch, generator=g)
+        sum(losses.values()).backward()
+        stale = {n: len(m.aux_losses) for n, m in pp.named_modules() if m in moe_modules(pp)}
+        assert not any(stale.values()), f"use_checkpoint={ckpt}: stored after backward: {stale}"
+        grads = {n: p.grad.clone() for n, p in pp.named_parameters() if p.grad is not None}
+        runs[ckpt] = (losses["loss_moe_aux"].detach(), grads)
+    torch.testing.assert_close(runs[True][0], runs[False][0])
+    assert runs[True][1].keys() == runs[False][1].keys()
+    for name, grad in runs[False][1].items():
+        torch.testing.assert_close(runs[True][1][name], grad, msg=name)

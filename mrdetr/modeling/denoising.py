@@ -1,4 +1,4 @@
-"""Contrastive denoising (DN) queries of Mr. DETR-DINO and Mr. DETR-Align (spec §1.10).
+"""Contrastive denoising (DN) queries of Mr. DETR-DINO and Mr. DETR-Align (DINO-style).
 
 In training, once per batch, noised copies of the ground truth are turned into extra decoder queries that
 are prepended to the matching queries of **every** route (shared by PRIMARY, INSTRUCT and SEP_FFN):
@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ..structures import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, inverse_sigmoid
 from .matcher import MatchIndices, Targets
-from .outputs import Predictions, RouteOutput
+from .outputs import DNMeta, Predictions, RouteOutput
 
 __all__ = [
     "ContrastiveDenoising",
@@ -39,29 +39,6 @@ __all__ = [
     "instruct_attention_mask",
     "split_denoising",
 ]
-
-
-@dataclass(frozen=True)
-class DNMeta:
-    """Layout of the DN queries of one batch.
-
-    Attributes:
-        single_padding: ``2m`` slots per group (m = largest GT count of the batch).
-        num_groups: G.
-        num_dn_queries: ``P = single_padding * num_groups``.
-    """
-
-    single_padding: int
-    num_groups: int
-
-    @property
-    def num_dn_queries(self) -> int:
-        return self.single_padding * self.num_groups
-
-    @property
-    def max_gt(self) -> int:
-        """m, the number of slots per positive (or negative) block."""
-        return self.single_padding // 2
 
 
 @dataclass

@@ -1,16 +1,12 @@
-"""Typed outputs of the Mr. DETR model (no 8-tuples)."""
+"""Typed outputs of the Mr. DETR model: per-route predictions, training outputs, eval outputs."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from torch import Tensor
 
 from .routes import Route
-
-if TYPE_CHECKING:
-    from .denoising import DNMeta
 
 
 @dataclass
@@ -56,6 +52,30 @@ class RouteOutput:
     hidden: Tensor
     references: Tensor
     init_reference: Tensor
+
+
+@dataclass(frozen=True)
+class DNMeta:
+    """Layout of the DN queries of one batch (built by ``denoising.ContrastiveDenoising``; it lives
+    here because :class:`MrDETROutput` carries it to the criterion).
+
+    Attributes:
+        single_padding: ``2m`` slots per group (m = largest GT count of the batch).
+        num_groups: G.
+        num_dn_queries: ``P = single_padding * num_groups``.
+    """
+
+    single_padding: int
+    num_groups: int
+
+    @property
+    def num_dn_queries(self) -> int:
+        return self.single_padding * self.num_groups
+
+    @property
+    def max_gt(self) -> int:
+        """m, the number of slots per positive (or negative) block."""
+        return self.single_padding // 2
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -35,19 +36,34 @@ def fuse_layer_scores(
     return fused
 
 
+@dataclass
+class TopKDetections:
+    """The top-k (query, class) pairs of a batch.
+
+    Attributes:
+        instances: one ``Instances(pred_boxes, scores, pred_classes)`` per image, boxes in absolute
+            xyxy of the (resized) input image.
+        queries: [B, K] int64 query index of each detection (variants read per-query outputs, e.g.
+            mask logits, with it).
+    """
+
+    instances: list[Instances]
+    queries: Tensor
+
+
 def topk_detections(
     logits: Tensor, boxes: Tensor, image_sizes: Sequence[tuple[int, int]], k: int
-) -> list[Instances]:
-    """Top-k (query, class) pairs per image, boxes in absolute xyxy of the (resized) input image.
+) -> TopKDetections:
+    """Top-k (query, class) pairs per image over the sigmoid scores of all Q x C entries.
 
     Args:
         logits: [B, Q, C] class logits.
         boxes: [B, Q, 4] normalised cxcywh.
         image_sizes: (h, w) of each unpadded input image.
-        k: detections kept per image (``select_box_nums_for_evaluation``).
+        k: detections kept per image (``select_box_nums_for_evaluation``; at most Q * C).
 
     Returns:
-        one ``Instances(pred_boxes, scores, pred_classes)`` per image.
+        the detections of every image and their query indices.
     """
     b, q, c = logits.shape
     prob = logits.sigmoid().view(b, -1)
@@ -61,7 +77,7 @@ def topk_detections(
         results.append(
             Instances((h, w), pred_boxes=Boxes(xyxy), scores=scores[i], pred_classes=labels[i])
         )
-    return results
+    return TopKDetections(results, query)
 
 
 def detector_postprocess(results: Instances, output_height: int, output_width: int) -> Instances:

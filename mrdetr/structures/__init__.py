@@ -7,6 +7,8 @@ from .boxes import (
     box_xyxy_to_cxcywh,
     generalized_box_iou,
     inverse_sigmoid,
+    paired_box_iou,
+    paired_generalized_box_iou,
 )
 from .image_list import ImageList
 from .instances import Instances
@@ -20,4 +22,6 @@ __all__ = [
     "box_xyxy_to_cxcywh",
     "generalized_box_iou",
     "inverse_sigmoid",
+    "paired_box_iou",
+    "paired_generalized_box_iou",
 ]

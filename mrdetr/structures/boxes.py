@@ -15,6 +15,8 @@ __all__ = [
     "box_iou",
     "generalized_box_iou",
     "inverse_sigmoid",
+    "paired_box_iou",
+    "paired_generalized_box_iou",
 ]
 
 
@@ -34,6 +36,52 @@ def inverse_sigmoid(x: Tensor, eps: float = 1e-3) -> Tensor:
     """Logit with the official clamp: ``log(max(x, eps) / max(1 - x, eps))`` for x clamped to [0, 1]."""
     x = x.clamp(min=0, max=1)
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
+
+
+def _paired_intersection_union(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
+    """Intersection and union areas [M] of corresponding xyxy boxes [M, 4]."""
+    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
+    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
+    lt = torch.max(boxes1[:, :2], boxes2[:, :2])
+    rb = torch.min(boxes1[:, 2:], boxes2[:, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[:, 0] * wh[:, 1]
+    return inter, area1 + area2 - inter
+
+
+def paired_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """IoU of corresponding boxes (the diagonal of ``box_iou``), in O(M).
+
+    Args:
+        boxes1: [M, 4] xyxy boxes.
+        boxes2: [M, 4] xyxy boxes.
+
+    Returns:
+        [M] IoU in [0, 1].
+    """
+    inter, union = _paired_intersection_union(boxes1, boxes2)
+    return inter / union
+
+
+def paired_generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """Generalized IoU of corresponding boxes (the diagonal of ``generalized_box_iou``), in O(M).
+
+    Same arithmetic as the pairwise GIoU (so the same values).
+
+    Args:
+        boxes1: [M, 4] xyxy boxes.
+        boxes2: [M, 4] xyxy boxes.
+
+    Returns:
+        [M] GIoU in [-1, 1].
+    """
+    inter, union = _paired_intersection_union(boxes1, boxes2)
+    iou = inter / union
+    lt_enclosing = torch.min(boxes1[:, :2], boxes2[:, :2])
+    rb_enclosing = torch.max(boxes1[:, 2:], boxes2[:, 2:])
+    wh_enclosing = (rb_enclosing - lt_enclosing).clamp(min=0)
+    area = wh_enclosing[:, 0] * wh_enclosing[:, 1]
+    return iou - (area - union) / area
 
 
 class Boxes:

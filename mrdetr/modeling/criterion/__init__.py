@@ -1,17 +1,12 @@
 """Mr. DETR criterion: per-route matching, focal/L1/GIoU losses and the loss-weight table."""
 
-from .align import AlignCriterion, ia_bce_loss, paired_box_iou, rank_weights
-from .criterion import MrDETRCriterion
+from mrdetr.structures import paired_box_iou, paired_generalized_box_iou
+
+from .align import AlignCriterion, ia_bce_loss, rank_weights
+from .criterion import LossContext, MrDETRCriterion, RouteLosses
 from .dn_criterion import DNCriterion
-from .losses import giou_loss, l1_loss, paired_generalized_box_iou, sigmoid_focal_loss
-from .naming import (
-    LOSS_TERMS,
-    ROUTE_LOSSES,
-    RouteLossSpec,
-    dn_layer_suffix,
-    encoder_suffix,
-    layer_suffix,
-)
+from .losses import giou_loss, l1_loss, sigmoid_focal_loss
+from .naming import LOSS_TERMS, dn_layer_suffix, encoder_suffix, layer_suffix
 from .weights import (
     DEFAULT_BASE_WEIGHTS,
     DEFAULT_ENCODER_WEIGHTS,
@@ -25,9 +20,9 @@ __all__ = [
     "DEFAULT_BASE_WEIGHTS",
     "DEFAULT_ENCODER_WEIGHTS",
     "LOSS_TERMS",
-    "ROUTE_LOSSES",
+    "LossContext",
     "MrDETRCriterion",
-    "RouteLossSpec",
+    "RouteLosses",
     "apply_weights",
     "build_weight_dict",
     "dn_layer_suffix",

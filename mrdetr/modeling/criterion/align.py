@@ -1,4 +1,4 @@
-"""Mr. DETR-Align: the IoU-aware BCE ("IA-BCE") class loss with rank weights (spec §3.5).
+"""Mr. DETR-Align: the IoU-aware BCE ("IA-BCE") class loss with rank weights.
 
 For the matched pairs ``(query q, GT g, class c)`` the soft target is
 ``t = p_qc^alpha * IoU(q, g)^(1 - alpha)``, clamped to ``>= min_quality`` and detached. On the one-to-many
@@ -17,22 +17,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mrdetr.modeling.matcher import HungarianMatcher, MatchIndices, OneToManyAssigner, Targets
-from mrdetr.structures import box_cxcywh_to_xyxy
+from mrdetr.structures import box_cxcywh_to_xyxy, paired_box_iou
 
 from .dn_criterion import DNCriterion
 
-__all__ = ["AlignCriterion", "ia_bce_loss", "paired_box_iou", "rank_weights"]
-
-
-def paired_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """IoU of corresponding xyxy boxes [M, 4] -> [M]."""
-    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
-    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
-    lt = torch.max(boxes1[:, :2], boxes2[:, :2])
-    rb = torch.min(boxes1[:, 2:], boxes2[:, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[:, 0] * wh[:, 1]
-    return inter / (area1 + area2 - inter)
+__all__ = ["AlignCriterion", "ia_bce_loss", "rank_weights"]
 
 
 def rank_weights(quality: Tensor, group: Tensor, tau: float) -> Tensor:

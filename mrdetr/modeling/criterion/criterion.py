@@ -1,19 +1,21 @@
-"""The Mr. DETR set criterion: matching per route and layer, focal/L1/GIoU losses (spec §2.5, §3).
+"""The Mr. DETR set criterion: matching per route and layer, focal/L1/GIoU losses.
 
 The criterion returns the **unweighted** loss terms under their official names; weights are applied
 afterwards with :func:`mrdetr.modeling.criterion.weights.apply_weights`.
 
-Extension points for the later variants:
+Hooks for the variants (each overrides one, none re-writes :meth:`MrDETRCriterion.forward`):
 
-- Align (IA-BCE class loss with rank weights, spec §3.5): override :meth:`MrDETRCriterion.class_loss`;
-  it receives the matched indices and whether the prediction set is one-to-many, and may return
-  per-pair weights that :meth:`MrDETRCriterion.supervise` hands to the GIoU loss.
-- Denoising (spec §1.10): a subclass adds terms by calling :meth:`MrDETRCriterion.supervise` with the
-  denoising predictions, their fixed ``(query, gt)`` pairs, the normaliser ``num_boxes * groups`` and
-  the ``_dn…`` suffix, after ``super().forward``.
+- :meth:`MrDETRCriterion.class_loss` (Align: IA-BCE with rank weights). It receives the matched
+  indices and whether the prediction set is one-to-many, and may return per-pair weights that
+  :meth:`MrDETRCriterion.supervise` hands to the GIoU loss.
+- :meth:`MrDETRCriterion.extra_losses` (DINO/Align: denoising terms; InsSeg: mask terms). It runs
+  after the box terms with a :class:`LossContext`: the prepared targets, the batch's ``num_boxes``
+  (one ``all_reduce`` per step) and the final layer's matches of every route.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -22,12 +24,43 @@ from torch import Tensor, nn
 from mrdetr.modeling.matcher import HungarianMatcher, MatchIndices, OneToManyAssigner, Targets
 from mrdetr.modeling.matcher.utils import check_targets
 from mrdetr.modeling.outputs import EncoderPredictions, MrDETROutput, Predictions
-from mrdetr.modeling.routes import Route
+from mrdetr.modeling.routes import ROUTES, Route, route_spec
 
 from .losses import giou_loss, l1_loss, sigmoid_focal_loss
-from .naming import ROUTE_LOSSES, encoder_suffix, layer_suffix, route_loss_spec
+from .naming import encoder_suffix, layer_suffix
 
-__all__ = ["MrDETRCriterion"]
+__all__ = ["LossContext", "MrDETRCriterion", "RouteLosses"]
+
+
+@dataclass
+class RouteLosses:
+    """The terms of one decoder route and the matches of its final layer.
+
+    Attributes:
+        terms: ``{name: scalar}`` of every layer of the route.
+        final_matches: B pairs ``(query_idx, gt_idx)`` of the final layer (the matches that the mask
+            terms of that route reuse).
+    """
+
+    terms: dict[str, Tensor]
+    final_matches: list[MatchIndices]
+
+
+@dataclass
+class LossContext:
+    """What :meth:`MrDETRCriterion.forward` prepared for the box terms, handed to ``extra_losses``.
+
+    Attributes:
+        targets: B prepared targets (on the predictions' device, see ``prepare_targets``).
+        num_boxes: the batch's GT count (averaged over processes, >= 1).
+        final_matches: per decoder route that ran, the matches of its final layer.
+        generator: the random generator of this forward (None: the global one).
+    """
+
+    targets: list[dict[str, Tensor]]
+    num_boxes: float
+    final_matches: dict[Route, list[MatchIndices]]
+    generator: torch.Generator | None = None
 
 
 class MrDETRCriterion(nn.Module):
@@ -92,6 +125,7 @@ class MrDETRCriterion(nn.Module):
         outputs: MrDETROutput,
         targets: Targets,
         generator: torch.Generator | None = None,
+        **inputs,
     ) -> dict[str, Tensor]:
         """Compute every unweighted loss term.
 
@@ -100,30 +134,61 @@ class MrDETRCriterion(nn.Module):
                 terms.
             targets: B dicts with ``"labels"`` int64 [n_b] and ``"boxes"`` [n_b, 4] normalised cxcywh.
             generator: random generator of the one-to-many subsampling; None uses the global CPU
-                generator (as the official code). Routes are visited PRIMARY, INSTRUCT, SEP_FFN and
-                layers in order, so the random draws happen in the official order.
+                generator (as the official code). Routes are visited in ``ROUTES`` order (PRIMARY,
+                INSTRUCT, SEP_FFN) and layers in order, so the random draws happen in the official
+                order.
+            **inputs: what a subclass's :meth:`extra_losses` needs besides the outputs (InsSeg:
+                ``pred_masks`` and ``target_masks``).
 
         Returns:
             ``{name: scalar float32 tensor}`` with the official names (``loss_class``, ``loss_bbox_0``,
             ``loss_giou_group_3``, ``loss_class_sep_5``, ``loss_bbox_enc_o2m``, ...).
         """
         for route in list(outputs.routes) + list(outputs.encoder):
-            route_loss_spec(route)
+            route_spec(route)
         reference = self._any_prediction(outputs)
         targets = self.prepare_targets(targets, reference)
         num_boxes = self.num_boxes(targets, reference.device)
 
         losses: dict[str, Tensor] = {}
-        for route in ROUTE_LOSSES:
+        final_matches: dict[Route, list[MatchIndices]] = {}
+        for route in ROUTES:
             if route in outputs.routes:
                 layers = outputs.routes[route].layers
-                losses.update(self.route_losses(route, layers, targets, num_boxes, generator))
-        for route in ROUTE_LOSSES:
+                result = self.route_losses(route, layers, targets, num_boxes, generator)
+                losses.update(result.terms)
+                final_matches[route] = result.final_matches
+        for route in ROUTES:
             if route in outputs.encoder:
                 losses.update(
                     self.encoder_losses(route, outputs.encoder[route], targets, num_boxes)
                 )
+        context = LossContext(targets, num_boxes, final_matches, generator)
+        losses.update(self.extra_losses(outputs, context, **inputs))
         return losses
+
+    def extra_losses(
+        self, outputs: MrDETROutput, context: LossContext, **inputs
+    ) -> dict[str, Tensor]:
+        """Terms a variant adds after the box terms (none here).
+
+        Subclasses override this hook and call ``super().extra_losses`` with the inputs they do not
+        consume, so that variants compose.
+
+        Args:
+            outputs: the training outputs.
+            context: targets, ``num_boxes`` and final-layer matches of the box terms.
+            **inputs: the extra inputs given to :meth:`forward`.
+
+        Raises:
+            TypeError: naming the inputs no class of the criterion consumed.
+        """
+        if inputs:
+            raise TypeError(
+                f"{type(self).__name__}: unexpected criterion inputs {sorted(inputs)} (no extra "
+                "loss of this criterion uses them)"
+            )
+        return {}
 
     # ------------------------------------------------------------------------------------------ #
     # per route / head
@@ -135,25 +200,30 @@ class MrDETRCriterion(nn.Module):
         targets: Targets,
         num_boxes: float,
         generator: torch.Generator | None = None,
-    ) -> dict[str, Tensor]:
-        """Terms of every decoder layer of ``route`` (fresh matching per layer)."""
-        spec = route_loss_spec(route)
-        normalizer = (
-            num_boxes * self.one_to_many_normalizer_scale if spec.one_to_many else num_boxes
-        )
+    ) -> RouteLosses:
+        """Terms of every decoder layer of ``route`` (fresh matching per layer), and the final
+        layer's matches."""
+        one_to_many = route_spec(route).one_to_many
+        normalizer = self.route_normalizer(route, num_boxes)
         losses: dict[str, Tensor] = {}
+        indices: list[MatchIndices] = []
         for layer, pred in enumerate(layers):
-            if spec.one_to_many:
+            if one_to_many:
                 indices = self.one_to_many_matcher(pred.logits, pred.boxes, targets, generator)
             else:
                 indices = self.matcher(pred.logits, pred.boxes, targets)
             suffix = layer_suffix(route, layer, len(layers))
             losses.update(
-                self.supervise(
-                    pred, targets, indices, normalizer, suffix, one_to_many=spec.one_to_many
-                )
+                self.supervise(pred, targets, indices, normalizer, suffix, one_to_many=one_to_many)
             )
-        return losses
+        return RouteLosses(losses, indices)
+
+    def route_normalizer(self, route: Route, num_boxes: float) -> float:
+        """The normaliser of ``route``'s terms: ``num_boxes``, times
+        ``one_to_many_normalizer_scale`` on the one-to-many routes."""
+        if route_spec(route).one_to_many:
+            return num_boxes * self.one_to_many_normalizer_scale
+        return num_boxes
 
     def encoder_losses(
         self,

@@ -1,4 +1,4 @@
-"""Criterion of Mr. DETR-DINO / -Align: the Mr. DETR terms plus denoising terms for every route (spec §1.10).
+"""Criterion of Mr. DETR-DINO / -Align: the Mr. DETR terms plus denoising terms for every route.
 
 The denoising (DN) queries of each route are supervised at fixed ``(query, gt)`` pairs (the positive
 slots; :func:`mrdetr.modeling.denoising.dn_match_indices`), negatives and empty slots acting as
@@ -16,9 +16,10 @@ from torch import Tensor
 from mrdetr.modeling.denoising import dn_match_indices
 from mrdetr.modeling.matcher import Targets
 from mrdetr.modeling.outputs import MrDETROutput
+from mrdetr.modeling.routes import ROUTES
 
-from .criterion import MrDETRCriterion
-from .naming import LOSS_TERMS, ROUTE_LOSSES, dn_layer_suffix
+from .criterion import LossContext, MrDETRCriterion
+from .naming import LOSS_TERMS, dn_layer_suffix
 
 __all__ = ["DNCriterion"]
 
@@ -31,28 +32,13 @@ class DNCriterion(MrDETRCriterion):
     assigner with ``iou_weight=0.8``.
     """
 
-    def forward(
-        self,
-        outputs: MrDETROutput,
-        targets: Targets,
-        generator: torch.Generator | None = None,
+    def extra_losses(
+        self, outputs: MrDETROutput, context: LossContext, **inputs
     ) -> dict[str, Tensor]:
-        """Every Mr. DETR term (see :meth:`MrDETRCriterion.forward`) plus the DN terms.
-
-        Args:
-            outputs: training outputs; ``outputs.denoising`` / ``outputs.dn_meta`` hold the DN
-                predictions when DN queries were built.
-            targets: B dicts with ``"labels"`` [n_b] and ``"boxes"`` [n_b, 4] normalised cxcywh.
-            generator: random generator of the one-to-many subsampling.
-
-        Returns:
-            ``{name: scalar float32 tensor}``; DN terms for every route in ``outputs.routes``.
-        """
-        losses = super().forward(outputs, targets, generator)
-        reference = self._any_prediction(outputs)
-        prepared = self.prepare_targets(targets, reference)
-        num_boxes = self.num_boxes(prepared, reference.device)
-        losses.update(self.denoising_losses(outputs, prepared, num_boxes))
+        """The parent's extra terms plus the DN terms of every route in ``outputs.routes``, on the
+        targets and ``num_boxes`` that :meth:`MrDETRCriterion.forward` prepared for the box terms."""
+        losses = super().extra_losses(outputs, context, **inputs)
+        losses.update(self.denoising_losses(outputs, context.targets, context.num_boxes))
         return losses
 
     def denoising_losses(
@@ -68,7 +54,7 @@ class DNCriterion(MrDETRCriterion):
         losses: dict[str, Tensor] = {}
         meta = outputs.dn_meta
         indices = dn_match_indices(meta, targets) if meta is not None else None
-        for route in ROUTE_LOSSES:
+        for route in ROUTES:
             if route not in outputs.routes:
                 continue
             num_layers = len(outputs.routes[route].layers)

@@ -1,4 +1,4 @@
-"""Functional detection losses: sigmoid focal classification, L1 and GIoU box losses (spec §3.4).
+"""Functional detection losses: sigmoid focal classification, L1 and GIoU box losses.
 
 Every loss returns the *sum* over its elements divided by a normaliser (the number of GT boxes, or a
 multiple of it), as in the official criterion.
@@ -6,16 +6,14 @@ multiple of it), as in the official criterion.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mrdetr.structures import box_cxcywh_to_xyxy
+from mrdetr.structures import box_cxcywh_to_xyxy, paired_generalized_box_iou
 
 __all__ = [
     "giou_loss",
     "l1_loss",
-    "paired_generalized_box_iou",
     "sigmoid_focal_loss",
 ]
 
@@ -51,33 +49,6 @@ def sigmoid_focal_loss(
         alpha_t = alpha * targets_onehot + (1 - alpha) * (1 - targets_onehot)
         loss = alpha_t * loss
     return loss.sum() / num_boxes
-
-
-def paired_generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """Generalized IoU of corresponding boxes (the diagonal of the pairwise GIoU matrix).
-
-    Same arithmetic as the pairwise ``generalized_box_iou`` (so the same values), in O(M).
-
-    Args:
-        boxes1: [M, 4] xyxy boxes.
-        boxes2: [M, 4] xyxy boxes.
-
-    Returns:
-        [M] GIoU in [-1, 1].
-    """
-    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
-    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
-    lt = torch.max(boxes1[:, :2], boxes2[:, :2])
-    rb = torch.min(boxes1[:, 2:], boxes2[:, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[:, 0] * wh[:, 1]
-    union = area1 + area2 - inter
-    iou = inter / union
-    lt_enclosing = torch.min(boxes1[:, :2], boxes2[:, :2])
-    rb_enclosing = torch.max(boxes1[:, 2:], boxes2[:, 2:])
-    wh_enclosing = (rb_enclosing - lt_enclosing).clamp(min=0)
-    area = wh_enclosing[:, 0] * wh_enclosing[:, 1]
-    return iou - (area - union) / area
 
 
 def l1_loss(src_boxes: Tensor, target_boxes: Tensor, num_boxes: float) -> Tensor:

@@ -1,4 +1,4 @@
-"""Mask losses of Mr. DETR-Deformable-InstanceSeg (spec §3.6) and the criterion that adds them.
+"""Mask losses of Mr. DETR-Deformable-InstanceSeg and the criterion that adds them.
 
 Per supervised mask (a matched (query, GT) pair), ``num_points`` points are sampled with PointRend's
 uncertainty scheme (``oversample_ratio`` x random candidates, the ``importance_sample_ratio`` share with
@@ -6,7 +6,8 @@ the most uncertain logits, i.e. the smallest ``-|logit|``, plus uniform random p
 bilinearly sampled GT masks (padded to the batch size). ``loss_mask`` = BCE averaged over points, summed
 over masks / normaliser; ``loss_dice`` = sum over masks of ``1 - (2 sum(p t) + 1) / (sum p + sum t + 1)``
 / normaliser. They use the **same** matches as the boxes of that prediction set: the final layer's
-Hungarian indices for PRIMARY and the final layer's one-to-many indices for INSTRUCT / SEP_FFN.
+Hungarian indices for PRIMARY and the final layer's one-to-many indices for INSTRUCT / SEP_FFN (handed
+to :meth:`MrDETRMaskCriterion.extra_losses` by :meth:`MrDETRCriterion.forward`).
 """
 
 from __future__ import annotations
@@ -17,17 +18,15 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from mrdetr.modeling.matcher import MatchIndices, Targets
-from mrdetr.modeling.outputs import MrDETROutput, Predictions
-from mrdetr.modeling.routes import Route
+from mrdetr.modeling.matcher import MatchIndices
+from mrdetr.modeling.outputs import MrDETROutput
+from mrdetr.modeling.routes import ROUTES, Route, route_spec
 
-from .criterion import MrDETRCriterion
-from .naming import ROUTE_LOSSES, layer_suffix, route_loss_spec
+from .criterion import LossContext, MrDETRCriterion
 from .weights import build_weight_dict
 
 __all__ = [
     "DEFAULT_MASK_WEIGHTS",
-    "MASK_LOSS_SUFFIX",
     "MrDETRMaskCriterion",
     "build_insseg_weight_dict",
     "dice_loss",
@@ -35,9 +34,6 @@ __all__ = [
     "sample_uncertain_points",
     "sigmoid_ce_loss",
 ]
-
-# Suffix of the mask terms of each route (official names: loss_mask, loss_mask_o2m, loss_mask_sep).
-MASK_LOSS_SUFFIX = {Route.PRIMARY: "", Route.INSTRUCT: "_o2m", Route.SEP_FFN: "_sep"}
 
 
 def point_sample(inputs: Tensor, coords: Tensor) -> Tensor:
@@ -131,105 +127,52 @@ class MrDETRMaskCriterion(MrDETRCriterion):
         self.importance_sample_ratio = importance_sample_ratio
         self.dice_smooth = dice_smooth
 
-    def forward(
+    def extra_losses(
         self,
         outputs: MrDETROutput,
-        targets: Targets,
-        generator: torch.Generator | None = None,
+        context: LossContext,
         *,
         pred_masks: dict[Route, Tensor] | None = None,
         target_masks: list[Tensor] | None = None,
+        **inputs,
     ) -> dict[str, Tensor]:
-        """Every unweighted box term (as :meth:`MrDETRCriterion.forward`) plus the mask terms.
+        """The mask terms of every route in ``pred_masks``, on its final layer's matches.
+
+        The one-to-many routes' terms are normalised by ``num_boxes * one_to_many_normalizer_scale``,
+        as their box terms; the points are drawn from ``context.generator``.
 
         Args:
             outputs: training outputs of the model.
-            targets: B dicts with ``"labels"`` and ``"boxes"``.
-            generator: random generator of the one-to-many subsampling and the point sampling.
+            context: targets, ``num_boxes`` and final-layer matches of the box terms.
             pred_masks: {route: [B, Q, h, w] mask logits of its final layer}; None: no mask terms.
-            target_masks: B tensors [n_b, H, W] (bool or float, padded batch frame).
+            target_masks: B tensors [n_b, H, W] (bool or float, padded batch frame), rows aligned with
+                the targets.
+            **inputs: passed on to the parent class's hook.
         """
-        for route in list(outputs.routes) + list(outputs.encoder):
-            route_loss_spec(route)
-        reference = self._any_prediction(outputs)
-        targets = self.prepare_targets(targets, reference)
-        num_boxes = self.num_boxes(targets, reference.device)
-        if pred_masks and (target_masks is None or len(target_masks) != len(targets)):
+        losses = super().extra_losses(outputs, context, **inputs)
+        num_images = len(context.targets)
+        if pred_masks and (target_masks is None or len(target_masks) != num_images):
             raise ValueError(
                 "MrDETRMaskCriterion: pred_masks given but target_masks is missing or has "
                 f"{None if target_masks is None else len(target_masks)} entries for "
-                f"{len(targets)} images"
+                f"{num_images} images"
             )
-        losses: dict[str, Tensor] = {}
-        final_indices: dict[Route, list[MatchIndices]] = {}
-        for route in ROUTE_LOSSES:
-            if route in outputs.routes:
-                layers = outputs.routes[route].layers
-                terms, final_indices[route] = self.route_losses_with_indices(
-                    route, layers, targets, num_boxes, generator
-                )
-                losses.update(terms)
-        for route in ROUTE_LOSSES:
-            if route in outputs.encoder:
-                losses.update(
-                    self.encoder_losses(route, outputs.encoder[route], targets, num_boxes)
-                )
         for route, masks in (pred_masks or {}).items():
-            if route not in final_indices:
+            if route not in context.final_matches:
                 raise KeyError(
                     f"MrDETRMaskCriterion: masks given for {route.name}, which has no output"
                 )
-            scale = self.one_to_many_normalizer_scale if route_loss_spec(route).one_to_many else 1.0
             losses.update(
                 self.mask_losses(
                     masks,
                     target_masks,
-                    final_indices[route],
-                    num_boxes * scale,
-                    MASK_LOSS_SUFFIX[route],
-                    generator,
+                    context.final_matches[route],
+                    self.route_normalizer(route, context.num_boxes),
+                    route_spec(route).mask_suffix,
+                    context.generator,
                 )
             )
         return losses
-
-    def route_losses(
-        self,
-        route: Route,
-        layers: list[Predictions],
-        targets: Targets,
-        num_boxes: float,
-        generator: torch.Generator | None = None,
-    ) -> dict[str, Tensor]:
-        """Terms of every decoder layer of ``route`` (see :meth:`route_losses_with_indices`)."""
-        return self.route_losses_with_indices(route, layers, targets, num_boxes, generator)[0]
-
-    def route_losses_with_indices(
-        self,
-        route: Route,
-        layers: list[Predictions],
-        targets: Targets,
-        num_boxes: float,
-        generator: torch.Generator | None = None,
-    ) -> tuple[dict[str, Tensor], list[MatchIndices]]:
-        """As :meth:`MrDETRCriterion.route_losses`, also returning the final layer's matches."""
-        spec = route_loss_spec(route)
-        normalizer = (
-            num_boxes * self.one_to_many_normalizer_scale if spec.one_to_many else num_boxes
-        )
-        losses: dict[str, Tensor] = {}
-        indices: list[MatchIndices] = []
-        for layer, pred in enumerate(layers):
-            if spec.one_to_many:
-                indices = self.one_to_many_matcher(pred.logits, pred.boxes, targets, generator)
-            else:
-                indices = self.matcher(pred.logits, pred.boxes, targets)
-            suffix = layer_suffix(route, layer, len(layers))
-            losses.update(
-                self.supervise(
-                    pred, targets, indices, normalizer, suffix, one_to_many=spec.one_to_many
-                )
-            )
-        return losses, indices
 
     def mask_losses(
         self,
@@ -281,14 +224,15 @@ DEFAULT_MASK_WEIGHTS = {"loss_mask": 5.0, "loss_dice": 2.0}
 def build_insseg_weight_dict(
     *,
     mask: Mapping[str, float] | None = None,
-    mask_routes: Iterable[Route] = (Route.PRIMARY, Route.INSTRUCT, Route.SEP_FFN),
+    mask_routes: Iterable[Route] | None = None,
     **box_weights,
 ) -> dict[str, float]:
     """Weights of the InsSeg terms: :func:`build_weight_dict` (``**box_weights``) plus the mask terms.
 
     Args:
         mask: weights of ``loss_mask`` / ``loss_dice`` (official 5 / 2), used for every route.
-        mask_routes: routes whose final layer gets mask terms (suffixes ``""``, ``_o2m``, ``_sep``).
+        mask_routes: routes whose final layer gets mask terms (suffix ``RouteSpec.mask_suffix``:
+            ``""``, ``_o2m``, ``_sep``); None: every route of ``ROUTES``.
         **box_weights: arguments of :func:`build_weight_dict`.
 
     Returns:
@@ -296,8 +240,7 @@ def build_insseg_weight_dict(
     """
     weight_dict = build_weight_dict(**box_weights)
     mask = dict(DEFAULT_MASK_WEIGHTS if mask is None else mask)
-    for route in mask_routes:
-        weight_dict.update(
-            {f"{name}{MASK_LOSS_SUFFIX[route]}": float(w) for name, w in mask.items()}
-        )
+    for route in ROUTES if mask_routes is None else mask_routes:
+        suffix = route_spec(route).mask_suffix
+        weight_dict.update({f"{name}{suffix}": float(w) for name, w in mask.items()})
     return weight_dict

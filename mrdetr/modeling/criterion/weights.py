@@ -1,9 +1,9 @@
-"""Loss weights: the table of every term the criterion produces, and its application (spec §3.7).
+"""Loss weights: the table of every term the criterion produces, and its application.
 
 The official configs build the weight dict with ad-hoc loops that also create keys the model never
-produces (``_enc_sep``) and would let an unweighted term through. Here the dict is derived from the same
-naming table as the criterion (:mod:`.naming`), so it holds exactly the produced keys, and
-:func:`apply_weights` refuses a term without a weight.
+produces (``_enc_sep``) and would let an unweighted term through. Here the dict is derived from the route
+table (``modeling/routes.py``) through the same naming functions as the criterion (:mod:`.naming`), so it
+holds exactly the produced keys, and :func:`apply_weights` refuses a term without a weight.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping
 
 from torch import Tensor
 
-from mrdetr.modeling.routes import Route
+from mrdetr.modeling.routes import ROUTES, Route, route_spec
 
-from .naming import dn_layer_suffix, encoder_suffix, layer_suffix, route_loss_spec
+from .naming import dn_layer_suffix, encoder_suffix, layer_suffix
 
 __all__ = ["DEFAULT_BASE_WEIGHTS", "DEFAULT_ENCODER_WEIGHTS", "apply_weights", "build_weight_dict"]
 
@@ -29,8 +29,8 @@ def build_weight_dict(
     num_decoder_layers: int = 6,
     encoder: Mapping[str, float] | None = None,
     one_to_many: Mapping[str, float] | None = None,
-    routes: Iterable[Route] = (Route.PRIMARY, Route.INSTRUCT, Route.SEP_FFN),
-    encoder_routes: Iterable[Route] = (Route.PRIMARY, Route.INSTRUCT),
+    routes: Iterable[Route] | None = None,
+    encoder_routes: Iterable[Route] | None = None,
     denoising: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
     """Weights of every loss term the criterion produces for the given routes and heads.
@@ -41,8 +41,9 @@ def build_weight_dict(
         num_decoder_layers: D, the number of supervised decoder layers per route.
         encoder: weights of the encoder-head terms (default 6 / 15 / 6).
         one_to_many: weights of the one-to-many routes' terms (default: ``base``).
-        routes: decoder routes that produce terms.
-        encoder_routes: routes whose encoder head produces terms.
+        routes: decoder routes that produce terms (None: every route of ``ROUTES``).
+        encoder_routes: routes whose proposal head produces terms (None: every route of ``ROUTES``
+            that owns one, PRIMARY and INSTRUCT).
         denoising: weights of the denoising terms of every decoder route and layer (DINO/Align:
             ``loss_class_dn``, ``loss_bbox_dn_0``, ``loss_giou_dn_o2m_3``, ...); None = no DN terms.
 
@@ -52,7 +53,9 @@ def build_weight_dict(
     base = dict(DEFAULT_BASE_WEIGHTS if base is None else base)
     encoder = dict(DEFAULT_ENCODER_WEIGHTS if encoder is None else encoder)
     one_to_many = base if one_to_many is None else dict(one_to_many)
-    routes = tuple(routes)
+    routes = tuple(ROUTES if routes is None else routes)
+    if encoder_routes is None:
+        encoder_routes = [r for r in ROUTES if r.owns_proposal_head]
     if num_decoder_layers < 1:
         raise ValueError(
             f"build_weight_dict: num_decoder_layers must be >= 1, got {num_decoder_layers}"
@@ -67,7 +70,7 @@ def build_weight_dict(
         for route in routes:
             weights = family_weights
             if weights is None:
-                weights = one_to_many if route_loss_spec(route).one_to_many else base
+                weights = one_to_many if route_spec(route).one_to_many else base
             for layer in range(num_decoder_layers):
                 suffix = suffix_of(route, layer, num_decoder_layers)
                 weight_dict.update({f"{name}{suffix}": float(w) for name, w in weights.items()})

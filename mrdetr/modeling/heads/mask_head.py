@@ -1,4 +1,4 @@
-"""DETR-style instance-mask head of Mr. DETR-Deformable-InstanceSeg (spec §1.11).
+"""DETR-style instance-mask head of Mr. DETR-Deformable-InstanceSeg.
 
 - :class:`SegInputProjection` (``seg_input_proj``): 3x3 stride-2 convs on the backbone maps
   (res5, res4, res3 -> strides 64, 32, 16) giving the FPN inputs of the mask head.

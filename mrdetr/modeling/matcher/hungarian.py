@@ -1,4 +1,4 @@
-"""One-to-one Hungarian matching between predictions and ground truth (spec §3.1)."""
+"""One-to-one Hungarian matching between predictions and ground truth."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One-to-many assignment of the auxiliary routes (official ``Stage2Assigner``, spec §3.2)."""
+"""One-to-many assignment of the auxiliary routes (official ``Stage2Assigner``)."""
 
 from __future__ import annotations
 

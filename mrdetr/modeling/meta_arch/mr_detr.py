@@ -1,7 +1,10 @@
 """Mr. DETR: backbone -> neck -> encoder -> two-stage selection -> multi-route decoder -> heads.
 
 Training runs every configured route and returns the weighted losses; inference runs the primary
-(one-to-one) route only.
+(one-to-one) route only. Variants (InsSeg, panoptic) extend the model through the hooks
+:meth:`MrDETR.extend_encoded`, :meth:`MrDETR.run_route`, :meth:`MrDETR.criterion_inputs`,
+:meth:`MrDETR.raw_output` and :meth:`MrDETR.instance_fields`; DINO/Align plug a ``denoising`` module and
+a criterion in; see ``docs/architecture.md``.
 """
 
 from __future__ import annotations
@@ -14,14 +17,20 @@ import torch
 from torch import Tensor, nn
 
 from ...layers import MLP
-from ...structures import ImageList, Instances, inverse_sigmoid
+from ...structures import ImageList, Instances
 from ..criterion import apply_weights
 from ..denoising import ContrastiveDenoising, DNQueries, instruct_attention_mask, split_denoising
 from ..outputs import MrDETROutput, Predictions, RawOutput, RouteOutput
-from ..postprocessing import detector_postprocess, fuse_layer_scores, topk_detections
-from ..routes import Route
+from ..postprocessing import (
+    TopKDetections,
+    detector_postprocess,
+    fuse_layer_scores,
+    topk_detections,
+)
+from ..routes import Route, route_spec
 from ..transformer import EncodedImage, MrDETRTransformer
 from ..transformer.moe import collect_moe_aux_losses, reset_moe_aux_losses
+from ..transformer.proposals import SelectedQueries
 from .inputs import level_padding_masks, prepare_targets, validate_inputs
 
 
@@ -51,8 +60,9 @@ class MrDETR(nn.Module):
         size_divisibility: pad batches to a multiple of this (0: official, no rounding). On CPU, a
             few distinct padded shapes let oneDNN reuse its convolution kernels across iterations
             (a new input shape costs a kernel build in forward and backward).
-        eval_padding_mask: use the real padding mask at eval (the official code uses none, a bug;
-            set False only to reproduce its batched outputs).
+        eval_padding_mask: use the real padding mask at eval (the official code passes no mask at
+            eval, so padded images of a batch attend to their padding; set False only to reproduce
+            its batched outputs).
         denoising: contrastive denoising (Mr. DETR-DINO/Align): in training its queries are prepended
             to every route's matching queries; None (Deformable) builds none. Never used at eval.
         dn_number: the official config key ``model.dn_number``: DN budget before doubling (100);
@@ -104,6 +114,14 @@ class MrDETR(nn.Module):
         self.train_routes = tuple(Route(r) for r in train_routes)
         if Route.PRIMARY not in self.train_routes:
             raise ValueError("train_routes must include Route.PRIMARY")
+        heads = transformer.proposals.heads
+        for route in self.train_routes:
+            head = route_spec(route).proposal_head.value
+            if head not in heads:
+                raise ValueError(
+                    f"MrDETR: route {route.name} is seeded by the proposal head {head!r}, but "
+                    f"transformer.proposals.heads has only {sorted(heads)}"
+                )
         self.select_box_nums_for_evaluation = select_box_nums_for_evaluation
         self.score_fusion_exponents = (
             tuple(score_fusion_exponents) if score_fusion_exponents is not None else None
@@ -157,12 +175,25 @@ class MrDETR(nn.Module):
         return image_list, mask
 
     def encode(self, images: ImageList, mask: Tensor) -> EncodedImage:
-        """Backbone, neck, position embeddings and encoder."""
-        features = self.neck(self.backbone(images.tensor))
-        shapes = [tuple(f.shape[-2:]) for f in features]
+        """Backbone, neck, position embeddings (on the level padding masks of
+        ``padding_mask_mode``) and encoder; then :meth:`extend_encoded`."""
+        features = self.backbone(images.tensor)
+        maps = self.neck(features)
+        shapes = [tuple(f.shape[-2:]) for f in maps]
         masks = level_padding_masks(mask, images.image_sizes, shapes, self.padding_mask_mode)
         pos = [self.position_embedding(m) for m in masks]
-        return self.transformer.encode(features, masks, pos)
+        return self.extend_encoded(self.transformer.encode(maps, masks, pos), features)
+
+    def extend_encoded(
+        self, encoded: EncodedImage, backbone_features: dict[str, Tensor]
+    ) -> EncodedImage:
+        """Hook: add what a variant's heads need to the encoded image (nothing here).
+
+        Args:
+            encoded: the encoder output.
+            backbone_features: ``{name: [B, C, H, W]}`` backbone maps of the batch.
+        """
+        return encoded
 
     def run_route(
         self,
@@ -183,20 +214,18 @@ class MrDETR(nn.Module):
             query = torch.cat((dn.content, query), 1)
             box_logits = torch.cat((dn.box_logits, box_logits), 1)
             attn_mask = dn.attn_mask
-            if route is Route.INSTRUCT:
+            if route_spec(route).instruction_tokens:
                 self_attn = self.transformer.decoder.layers[0].self_attn
                 num_instr = self_attn.instruction_content.num_embeddings
                 attn_mask = instruct_attention_mask(attn_mask, dn.meta.num_dn_queries, num_instr)
-        hidden, references, deltas = self.transformer.decode(
+        decoded = self.transformer.decode(
             encoded, route, query, box_logits, self.bbox_embed, attn_mask
         )
-        init_reference = box_logits.sigmoid()
-        layers = []
-        for lvl in range(hidden.shape[0]):
-            reference = init_reference if lvl == 0 else references[lvl - 1]
-            boxes = (deltas[lvl] + inverse_sigmoid(reference)).sigmoid()
-            layers.append(Predictions(logits=self.class_embed[lvl](hidden[lvl]), boxes=boxes))
-        return RouteOutput(layers, hidden, references, init_reference)
+        layers = [
+            Predictions(logits=self.class_embed[lvl](hidden), boxes=decoded.boxes[lvl])
+            for lvl, hidden in enumerate(decoded.hidden)
+        ]
+        return RouteOutput(layers, decoded.hidden, decoded.references, box_logits.sigmoid())
 
     def forward_features(
         self,
@@ -212,18 +241,17 @@ class MrDETR(nn.Module):
         """
         images, mask = self.preprocess(batched_inputs)
         encoded = self.encode(images, mask)
-        primary = self.transformer.select(encoded, Route.PRIMARY)
+        seeds = self.select_proposals(encoded, routes)
         out = MrDETROutput(
-            routes={}, encoder={Route.PRIMARY: primary.predictions}, image_sizes=images.image_sizes
+            routes={},
+            encoder={head: seed.predictions for head, seed in seeds.items()},
+            image_sizes=images.image_sizes,
         )
-        if Route.INSTRUCT in routes:
-            instruct = self.transformer.select(encoded, Route.INSTRUCT)
-            out.encoder[Route.INSTRUCT] = instruct.predictions
         dn = None
         if self.training and self.denoising is not None and targets is not None:
-            dn = self.denoising(targets, primary.box_logits.shape[1], generator)
+            dn = self.denoising(targets, seeds[Route.PRIMARY].box_logits.shape[1], generator)
         for route in routes:
-            seed = instruct if route is Route.INSTRUCT else primary
+            seed = seeds[route_spec(route).proposal_head]
             if dn is None:
                 route_out = self.run_route(encoded, route, seed.box_logits)
             else:
@@ -237,6 +265,18 @@ class MrDETR(nn.Module):
             first = out.routes[routes[0]].layers[0]
             first.logits = first.logits + self.denoising.graph_anchor()
         return out
+
+    def select_proposals(
+        self, encoded: EncodedImage, routes: Sequence[Route]
+    ) -> dict[Route, SelectedQueries]:
+        """Top-K proposals of the PRIMARY head and of every other head that seeds one of ``routes``
+        (``RouteSpec.proposal_head``), keyed by the route that owns the head."""
+        heads = [Route.PRIMARY]
+        for route in routes:
+            head = route_spec(route).proposal_head
+            if head not in heads:
+                heads.append(head)
+        return {head: self.transformer.select(encoded, head) for head in heads}
 
     # ------------------------------------------------------------------------------ entry points
     def forward(self, batched_inputs: list[dict]) -> dict[str, Tensor] | list[dict]:
@@ -256,25 +296,25 @@ class MrDETR(nn.Module):
         targets = prepare_targets(batched_inputs, self.device)
         reset_moe_aux_losses(self)
         outputs = self.forward_features(batched_inputs, self.train_routes, targets, generator)
-        unweighted = self.criterion_losses(outputs, targets, batched_inputs, generator)
+        inputs = self.criterion_inputs(outputs, batched_inputs)
+        unweighted = self.criterion(outputs, targets, generator=generator, **inputs)
         losses = apply_weights(unweighted, self.weight_dict)
         losses.update(collect_moe_aux_losses(self))  # Mr. DETR++ balance losses (already weighted)
         return losses
 
-    def criterion_losses(
-        self,
-        outputs: MrDETROutput,
-        targets: list[dict[str, Tensor]],
-        batched_inputs: list[dict],
-        generator: torch.Generator | None = None,
-    ) -> dict[str, Tensor]:
-        """Unweighted loss terms of one forward (subclasses add their own, e.g. masks)."""
-        return self.criterion(outputs, targets, generator=generator)
+    def criterion_inputs(self, outputs: MrDETROutput, batched_inputs: list[dict]) -> dict:
+        """Hook: extra keyword inputs of the criterion for one training forward (none here; InsSeg:
+        the predicted and target masks)."""
+        return {}
 
     @torch.no_grad()
     def forward_raw(self, batched_inputs: list[dict]) -> RawOutput:
-        """Primary route only: fused final logits [B, Q, C] and boxes [B, Q, 4] (normalised cxcywh)."""
-        out = self.forward_features(batched_inputs, (Route.PRIMARY,))
+        """Primary route only: the tensors handed to :meth:`postprocess` (see :meth:`raw_output`)."""
+        return self.raw_output(self.forward_features(batched_inputs, (Route.PRIMARY,)))
+
+    def raw_output(self, out: MrDETROutput) -> RawOutput:
+        """Hook: fused final logits [B, Q, C] and boxes [B, Q, 4] (normalised cxcywh) of the primary
+        route; variants add their own per-query outputs."""
         layers = out.routes[Route.PRIMARY].layers
         return RawOutput(self.final_logits(layers), layers[-1].boxes, out.image_sizes)
 
@@ -286,13 +326,31 @@ class MrDETR(nn.Module):
         return fuse_layer_scores([p.logits for p in layers], self.score_fusion_exponents)
 
     def postprocess(self, raw: RawOutput, batched_inputs: list[dict]) -> list[dict[str, Instances]]:
-        """Top-K detections rescaled to each input's requested ``height``/``width``."""
-        results = topk_detections(
+        """Top-K detections (with the fields of :meth:`instance_fields`) rescaled to each input's
+        requested ``height``/``width``."""
+        top = topk_detections(
             raw.pred_logits, raw.pred_boxes, raw.image_sizes, self.select_box_nums_for_evaluation
         )
         processed = []
-        for res, inp, (h, w) in zip(results, batched_inputs, raw.image_sizes):
-            processed.append(
-                {"instances": detector_postprocess(res, inp.get("height", h), inp.get("width", w))}
-            )
+        for i, (res, inp, (h, w)) in enumerate(zip(top.instances, batched_inputs, raw.image_sizes)):
+            out_h, out_w = inp.get("height", h), inp.get("width", w)
+            for name, value in self.instance_fields(raw, top, i, (int(out_h), int(out_w))).items():
+                res.set(name, value)
+            processed.append({"instances": detector_postprocess(res, out_h, out_w)})
         return processed
+
+    def instance_fields(
+        self, raw: RawOutput, top: TopKDetections, image: int, output_size: tuple[int, int]
+    ) -> dict[str, Tensor]:
+        """Hook: extra per-detection fields of image ``image`` (none here; InsSeg: ``pred_masks``).
+
+        Args:
+            raw: the raw outputs of the batch.
+            top: the batch's top-K detections and their query indices.
+            image: index of the image in the batch.
+            output_size: (height, width) the detections are rescaled to.
+
+        Returns:
+            ``{name: [K, ...]}`` fields, one row per detection of ``top.instances[image]``.
+        """
+        return {}

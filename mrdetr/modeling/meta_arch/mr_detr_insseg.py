@@ -1,15 +1,23 @@
-"""Mr. DETR-Deformable-InstanceSeg: Mr. DETR plus a DETR-style mask head (spec §1.11, §3.6).
+"""Mr. DETR-Deformable-InstanceSeg: Mr. DETR plus a DETR-style mask head.
 
 The mask head runs on the final hidden states of every route that runs (PRIMARY at eval; all three in
 training), over the coarsest (stride 64) encoder memory level, with FPN maps projected from res5/res4/res3.
-Fixes of the official code: no hard-coded query count or head width (bug #11); at inference the masks are
-cropped to the image region of the padded batch before resizing to (height, width), and they are filtered
-together with the boxes (bug #12).
+The variant overrides five hooks of :class:`MrDETR` and no other method: :meth:`extend_encoded` keeps
+the backbone maps, :meth:`run_route` adds the final layer's mask logits, :meth:`criterion_inputs` hands
+them and the mask targets to the criterion, and :meth:`raw_output` / :meth:`instance_fields` carry the
+masks to the detections.
+
+Where it differs from the official InsSeg ``deformable_detr.py``: the query count and the attention
+heads/width come from the config (the official mask path hard-codes ``.view(..., 300, ...)`` and
+``8, 256``); at inference the masks are cropped to the image region of the padded batch before resizing
+to (height, width) (the official code resizes the padded-frame masks straight to the output size), and
+masks are dropped together with their empty boxes (the official post-processing drops empty boxes but
+keeps every mask).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -17,7 +25,7 @@ from torch.nn import functional as F
 
 from ...structures import Boxes, ImageList, Instances
 from ..outputs import MrDETROutput, RawOutput, RouteOutput
-from ..postprocessing import detector_postprocess, topk_detections
+from ..postprocessing import TopKDetections
 from ..routes import Route
 from ..transformer import EncodedImage
 from .mr_detr import MrDETR
@@ -92,18 +100,12 @@ class MrDETRInstanceSeg(MrDETR):
         self.seg_input_proj = seg_input_proj
         self.mask_threshold = mask_threshold
 
-    # ----------------------------------------------------------------------------------- stages
-    def encode(self, images: ImageList, mask: Tensor) -> SegEncodedImage:
-        """As :meth:`MrDETR.encode`, also keeping the backbone maps."""
-        features = self.backbone(images.tensor)
-        maps = self.neck(features)
-        masks = [
-            F.interpolate(mask[None].float(), size=f.shape[-2:]).to(torch.bool)[0] for f in maps
-        ]
-        pos = [self.position_embedding(m) for m in masks]
-        encoded = self.transformer.encode(maps, masks, pos)
-        values = {f.name: getattr(encoded, f.name) for f in fields(encoded)}
-        return SegEncodedImage(**values, backbone_features=features)
+    # ----------------------------------------------------------------------------------- hooks
+    def extend_encoded(
+        self, encoded: EncodedImage, backbone_features: dict[str, Tensor]
+    ) -> SegEncodedImage:
+        """Keep the backbone maps that the mask head's FPN inputs come from."""
+        return SegEncodedImage(**_fields(encoded), backbone_features=backbone_features)
 
     def mask_logits(self, encoded: SegEncodedImage, hidden: Tensor) -> Tensor:
         """Mask logits of queries ``hidden`` [B, Q, d] -> [B, Q, H/16, W/16]."""
@@ -123,58 +125,36 @@ class MrDETRInstanceSeg(MrDETR):
     def run_route(self, encoded: EncodedImage, route: Route, box_logits: Tensor, *args, **kwargs):
         """As :meth:`MrDETR.run_route`, adding the final layer's mask logits (``SegRouteOutput``)."""
         out = super().run_route(encoded, route, box_logits, *args, **kwargs)
-        values = {f.name: getattr(out, f.name) for f in fields(out)}
-        return SegRouteOutput(**values, pred_masks=self.mask_logits(encoded, out.hidden[-1]))
+        return SegRouteOutput(**_fields(out), pred_masks=self.mask_logits(encoded, out.hidden[-1]))
 
-    # ------------------------------------------------------------------------------ entry points
-    def criterion_losses(
-        self,
-        outputs: MrDETROutput,
-        targets: list[dict[str, Tensor]],
-        batched_inputs: list[dict],
-        generator: torch.Generator | None = None,
-    ) -> dict[str, Tensor]:
-        """Box terms plus ``loss_mask``/``loss_dice`` (``_o2m``, ``_sep``) on each route's last layer."""
-        target_masks = prepare_target_masks(batched_inputs, self.device, self.size_divisibility)
-        pred_masks = {route: out.pred_masks for route, out in outputs.routes.items()}
-        return self.criterion(
-            outputs, targets, generator=generator, pred_masks=pred_masks, target_masks=target_masks
-        )
+    def criterion_inputs(self, outputs: MrDETROutput, batched_inputs: list[dict]) -> dict:
+        """Each route's final-layer mask logits and the GT masks in the padded batch frame, for
+        ``loss_mask`` / ``loss_dice`` (``_o2m``, ``_sep``) of ``MrDETRMaskCriterion``."""
+        return {
+            "pred_masks": {route: out.pred_masks for route, out in outputs.routes.items()},
+            "target_masks": prepare_target_masks(
+                batched_inputs, self.device, self.size_divisibility
+            ),
+        }
 
-    @torch.no_grad()
-    def forward_raw(self, batched_inputs: list[dict]) -> SegRawOutput:
-        """Primary route only: fused logits [B, Q, C], boxes [B, Q, 4] and mask logits [B, Q, h, w]."""
-        out = self.forward_features(batched_inputs, (Route.PRIMARY,))
-        primary = out.routes[Route.PRIMARY]
-        layers = primary.layers
-        logits = self.final_logits(layers)
-        padded = ImageList.padded_size(out.image_sizes, self.size_divisibility)
+    def raw_output(self, out: MrDETROutput) -> SegRawOutput:
+        """As :meth:`MrDETR.raw_output`, plus the primary route's mask logits [B, Q, h, w] and the
+        padded batch size."""
+        raw = super().raw_output(out)
         return SegRawOutput(
-            logits,
-            layers[-1].boxes,
-            out.image_sizes,
-            pred_masks=primary.pred_masks,
-            padded_size=padded,
+            **_fields(raw),
+            pred_masks=out.routes[Route.PRIMARY].pred_masks,
+            padded_size=ImageList.padded_size(out.image_sizes, self.size_divisibility),
         )
 
-    def postprocess(
-        self, raw: SegRawOutput, batched_inputs: list[dict]
-    ) -> list[dict[str, Instances]]:
-        """Top-K detections with ``pred_masks`` (bool [K, height, width]); empty boxes are dropped
-        together with their masks."""
-        k = self.select_box_nums_for_evaluation
-        results = topk_detections(raw.pred_logits, raw.pred_boxes, raw.image_sizes, k)
-        b, q, c = raw.pred_logits.shape
-        index = torch.topk(raw.pred_logits.sigmoid().view(b, -1), min(k, q * c), dim=1).indices
-        queries = torch.div(index, c, rounding_mode="floor")
-        processed = []
-        for i, (res, inp, (h, w)) in enumerate(zip(results, batched_inputs, raw.image_sizes)):
-            out_h, out_w = int(inp.get("height", h)), int(inp.get("width", w))
-            res.pred_masks = self.paste_masks(
-                raw.pred_masks[i, queries[i]], raw.padded_size, (h, w), (out_h, out_w)
-            )
-            processed.append({"instances": detector_postprocess(res, out_h, out_w)})
-        return processed
+    def instance_fields(
+        self, raw: SegRawOutput, top: TopKDetections, image: int, output_size: tuple[int, int]
+    ) -> dict[str, Tensor]:
+        """``pred_masks``: bool [K, height, width] masks of the top-K detections' queries (empty
+        boxes are later dropped together with their masks)."""
+        masks = raw.pred_masks[image, top.queries[image]]
+        image_size = raw.image_sizes[image]
+        return {"pred_masks": self.paste_masks(masks, raw.padded_size, image_size, output_size)}
 
     def paste_masks(
         self,
@@ -188,6 +168,11 @@ class MrDETRInstanceSeg(MrDETR):
         return resize_mask_logits(mask_logits, padded_size, image_size, output_size) > (
             self.mask_threshold
         )
+
+
+def _fields(obj) -> dict:
+    """The dataclass fields of ``obj`` by name, values as they are (not copied)."""
+    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
 
 
 def resize_mask_logits(

@@ -1,9 +1,16 @@
-from .decoder import InstructiveSelfAttention, MultiRouteDecoder, MultiRouteDecoderLayer, RouteFFN
+from .decoder import (
+    DecoderOutput,
+    InstructiveSelfAttention,
+    MultiRouteDecoder,
+    MultiRouteDecoderLayer,
+    RouteFFN,
+)
 from .encoder import DeformableEncoder, DeformableEncoderLayer
 from .proposals import ProposalHead, TwoStageProposals
 from .transformer import EncodedImage, MrDETRTransformer
 
 __all__ = [
+    "DecoderOutput",
     "DeformableEncoder",
     "DeformableEncoderLayer",
     "EncodedImage",

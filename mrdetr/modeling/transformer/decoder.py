@@ -2,30 +2,49 @@
 
 Per layer: self-attention (with instruction tokens on ``Route.INSTRUCT``) -> deformable cross-attention
 -> FFN (second weights on ``Route.SEP_FFN``), each followed by a residual and a LayerNorm; then iterative
-box refinement with look-forward-twice.
+box refinement with look-forward-twice (see :meth:`MultiRouteDecoder.forward`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from ...layers import FFN
 from ...ops.msda import MultiScaleDeformableAttention
 from ...structures import inverse_sigmoid
-from ..routes import Route
+from ..routes import Route, route_spec
+from .checkpointing import run_layer
 from .levels import FlatLevels
+
+
+@dataclass
+class DecoderOutput:
+    """What the decoder returns for one route (D layers, B images, Q queries).
+
+    Attributes:
+        hidden: [D, B, Q, d] hidden states after each layer.
+        references: [D, B, Q, 4] refined boxes of each layer (normalised cxcywh, not detached); the
+            detached copy of layer ``l``'s entry is the reference of layer ``l + 1``.
+        boxes: [D, B, Q, 4] the supervised boxes of each layer, look-forward-twice:
+            ``sigmoid(delta_l + inverse_sigmoid(references[l - 1]))`` (the initial boxes for l = 0),
+            so layer ``l``'s loss also reaches layer ``l - 1``'s box head.
+    """
+
+    hidden: Tensor
+    references: Tensor
+    boxes: Tensor
 
 
 class InstructiveSelfAttention(nn.Module):
     """Query self-attention shared by all routes; ``Route.INSTRUCT`` adds learnable instruction tokens.
 
     PRIMARY / SEP_FFN: ``x = norm(x + MHA(q=k=x+pos, v=x))``.
-    INSTRUCT: the instruction tokens are prepended to the keys (``content + pos``) and values (``content``)
+    INSTRUCT (``RouteSpec.instruction_tokens``): the instruction tokens are prepended to the keys (``content + pos``) and values (``content``)
     and the result goes through ``norm_instruct``. The tokens only act as extra keys/values: their own
     outputs are discarded by the method, so they are not computed as queries here.
 
@@ -67,7 +86,7 @@ class InstructiveSelfAttention(nn.Module):
             [B, Q, d].
         """
         q = x + pos
-        if route is Route.INSTRUCT:
+        if route_spec(route).instruction_tokens:
             b = x.shape[0]
             instr = self.instruction_content.weight.unsqueeze(0).expand(b, -1, -1)
             instr_key = instr + self.instruction_pos.weight.unsqueeze(0)
@@ -235,8 +254,14 @@ class MultiRouteDecoder(nn.Module):
         route: Route,
         bbox_heads: nn.ModuleList,
         attn_mask: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Run all layers for one route.
+    ) -> DecoderOutput:
+        """Run all layers for one route, refining the boxes after each layer.
+
+        Layer ``l`` reads the detached boxes of layer ``l - 1`` as its reference points and refines
+        them: ``references[l] = sigmoid(bbox_heads[l](hidden[l]) + inverse_sigmoid(detached ref))``.
+        The supervised box of layer ``l`` adds the same delta to the *undetached* previous boxes
+        (look-forward-twice: in the official code the decoder returns the undetached references and
+        the detector re-applies ``bbox_embed[l]`` to them); both boxes are equal in value.
 
         Args:
             query: [B, Q, d] content queries.
@@ -249,23 +274,21 @@ class MultiRouteDecoder(nn.Module):
             attn_mask: self-attention mask.
 
         Returns:
-            hidden [D, B, Q, d]; references [D, B, Q, 4], the refined boxes of each layer, not detached
-            (look-forward-twice); box deltas [D, B, Q, 4] (``bbox_heads[l](hidden[l])``).
+            hidden states, refined references and supervised boxes of every layer.
         """
         x = query
         scale = torch.cat([levels.valid_ratios, levels.valid_ratios], -1)[:, None]
-        hidden, references, deltas = [], [], []
+        previous = reference_boxes  # undetached boxes of the previous layer
+        hidden, references, boxes = [], [], []
         for idx, layer in enumerate(self.layers):
             ref_input = reference_boxes[:, :, None] * scale
             args = (x, query_pos, ref_input, memory, levels, route, attn_mask)
-            if self.use_checkpoint and self.training and torch.is_grad_enabled():
-                x = checkpoint(layer, *args, use_reentrant=False)
-            else:
-                x = layer(*args)
+            x = run_layer(layer, *args, use_checkpoint=self.use_checkpoint)
             delta = bbox_heads[idx](x)
             new_boxes = (delta + inverse_sigmoid(reference_boxes)).sigmoid()
+            boxes.append((delta + inverse_sigmoid(previous)).sigmoid())
             reference_boxes = new_boxes.detach()
+            previous = new_boxes
             hidden.append(x)
             references.append(new_boxes)
-            deltas.append(delta)
-        return torch.stack(hidden), torch.stack(references), torch.stack(deltas)
+        return DecoderOutput(torch.stack(hidden), torch.stack(references), torch.stack(boxes))

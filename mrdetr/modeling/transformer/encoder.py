@@ -10,10 +10,10 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from ...layers import FFN
 from ...ops.msda import MultiScaleDeformableAttention
+from .checkpointing import run_layer
 from .levels import FlatLevels
 
 
@@ -194,8 +194,7 @@ class DeformableEncoder(nn.Module):
         """
         reference_points = self.reference_points(levels)
         for layer in self.layers:
-            if self.use_checkpoint and self.training and torch.is_grad_enabled():
-                x = checkpoint(layer, x, pos, reference_points, levels, use_reentrant=False)
-            else:
-                x = layer(x, pos, reference_points, levels)
+            x = run_layer(
+                layer, x, pos, reference_points, levels, use_checkpoint=self.use_checkpoint
+            )
         return x

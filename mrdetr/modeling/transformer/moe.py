@@ -16,6 +16,7 @@ Load balancing (Switch Transformer): ``aux = E * sum_e f_e * P_e`` with ``f_e`` 
 T * top_k assignments (before capacity dropping) that chose expert ``e`` and ``P_e`` the mean router
 probability of ``e`` over the tokens; it is 1 for perfectly balanced routing. Each training forward
 stores ``aux_loss_weight * aux`` on the module; :func:`collect_moe_aux_losses` sums and clears them.
+A forward re-run by activation checkpointing during backward stores nothing (see ``checkpointing``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from torch import Tensor, nn
 
 from ...layers import FFN
 from ..routes import Route
+from .checkpointing import is_recomputing
 
 ROUTERS = ("token", "route", "token+route")
 MOE_AUX_LOSS_KEY = "loss_moe_aux"
@@ -157,7 +159,11 @@ class MoEFFN(nn.Module):
         if self.shared is not None:
             out = out + self.shared(x_in)
         if self.training and torch.is_grad_enabled() and self.aux_loss_weight > 0:
-            self.aux_losses.append(self.aux_loss_weight * switch_balance_loss(probs, top_idx))
+            # computed on a checkpointed re-run too (it must save the same tensors for backward as
+            # the first forward), but stored only once
+            aux = self.aux_loss_weight * switch_balance_loss(probs, top_idx)
+            if not is_recomputing():
+                self.aux_losses.append(aux)
         if valid is None:
             return out
         full = torch.zeros_like(x)
@@ -306,8 +312,8 @@ def moe_modules(model: nn.Module) -> list[MoEFFN]:
 
 
 def reset_moe_aux_losses(model: nn.Module) -> None:
-    """Drop stored balance losses (call at the start of a training step: activation checkpointing
-    re-runs forwards during backward and would otherwise leave stale entries)."""
+    """Drop stored balance losses (the model calls it at the start of each training step, so that
+    losses of a forward whose loss was never collected do not leak into the next step)."""
     for m in moe_modules(model):
         m.aux_losses.clear()
 

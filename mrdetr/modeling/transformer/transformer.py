@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from ...layers import box_sine_embedding
 from ...ops.msda import MultiScaleDeformableAttention
 from ..routes import Route
-from .decoder import MultiRouteDecoder
+from .decoder import DecoderOutput, MultiRouteDecoder
 from .encoder import DeformableEncoder
 from .levels import FlatLevels, flatten_levels
 from .proposals import ProposalHead, SelectedQueries, TwoStageProposals
@@ -115,11 +115,11 @@ class MrDETRTransformer(nn.Module):
         box_logits: Tensor,
         bbox_heads: nn.ModuleList,
         attn_mask: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    ) -> DecoderOutput:
         """Run the decoder for one route from box logits [B, Q, 4] and content queries [B, Q, d].
 
         Returns:
-            hidden [D, B, Q, d], references [D, B, Q, 4], box deltas [D, B, Q, 4].
+            hidden states, refined references and supervised (look-forward-twice) boxes per layer.
         """
         return self.decoder(
             query,
@@ -133,4 +133,10 @@ class MrDETRTransformer(nn.Module):
         )
 
 
-__all__ = ["EncodedImage", "MrDETRTransformer", "ProposalHead", "TwoStageProposals"]
+__all__ = [
+    "DecoderOutput",
+    "EncodedImage",
+    "MrDETRTransformer",
+    "ProposalHead",
+    "TwoStageProposals",
+]
