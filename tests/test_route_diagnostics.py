@@ -220,3 +220,23 @@ def test_route_report_at_every_evaluation_lands_in_the_eval_results(tmp_path, mo
     assert results["routes"]["primary"]["AP"] == pytest.approx(results["bbox"]["AP"], abs=1e-6)
     flat = EvalHook._flatten(results)
     assert {"routes/primary/AP_nms", "routes/sep_ffn/dups_per_object", "bbox/AP"} <= set(flat)
+
+
+def test_criterion_logs_one_to_many_positives_as_training_scalars():
+    from tiny_model import tiny_batch, tiny_model
+
+    from mrdetr.utils.events import EventStorage
+
+    model = tiny_model(["model.criterion.log_route_stats=True"])
+    model.train()
+    batch = tiny_batch(num_boxes=(3, 2))
+    model(batch)  # outside a trainer: nothing to log into, no error
+    with EventStorage(0) as storage:
+        model(batch)
+    latest = storage.latest()
+    for route in ("instruct", "sep_ffn"):
+        fraction, _ = latest[f"o2m/{route}/positive_fraction"]
+        per_object, _ = latest[f"o2m/{route}/matches_per_object"]
+        # at most max_k (6) queries per object, at least one query per image with objects
+        assert 1 / 30 <= fraction <= 6 * 3 / 30 and 0 < per_object <= 6
+    assert "o2m/primary/positive_fraction" not in latest

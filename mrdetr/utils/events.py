@@ -25,6 +25,7 @@ __all__ = [
     "EventWriter",
     "JSONWriter",
     "TensorboardXWriter",
+    "current_event_storage",
     "get_event_storage",
 ]
 
@@ -45,6 +46,12 @@ def get_event_storage() -> EventStorage:
             "(the trainer opens one in Trainer.train)."
         )
     return _CURRENT_STORAGE_STACK[-1]
+
+
+def current_event_storage() -> EventStorage | None:
+    """The innermost active :class:`EventStorage`, or None outside a trainer (e.g. in a test or an
+    evaluation script), for code that records optional statistics."""
+    return _CURRENT_STORAGE_STACK[-1] if _CURRENT_STORAGE_STACK else None
 
 
 class EventStorage:

@@ -21,6 +21,7 @@ model.criterion = L(AlignCriterion)(
     encoder_matcher=L(HungarianMatcher)(cost_class=2.0, cost_bbox=5.0, cost_giou=2.0),
     encoder_match_on_anchors=False,
     one_to_many_normalizer_scale=3.0,
+    log_route_stats=False,  # o2m/<route>/positive_fraction ... training scalars
     align_alpha=0.25,
     align_gamma=2.0,
     rank_tau=1.5,

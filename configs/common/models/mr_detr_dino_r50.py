@@ -40,6 +40,7 @@ model.criterion = L(DNCriterion)(
     encoder_matcher=L(HungarianMatcher)(cost_class=2.0, cost_bbox=5.0, cost_giou=2.0),
     encoder_match_on_anchors=False,
     one_to_many_normalizer_scale=3.0,  # Deformable: 1
+    log_route_stats=False,  # o2m/<route>/positive_fraction ... training scalars
 )
 
 model.weight_dict = L(build_weight_dict)(

@@ -99,6 +99,7 @@ model = L(MrDETR)(
         encoder_matcher=L(HungarianMatcher)(cost_class=0.0, cost_bbox=5.0, cost_giou=2.0),
         encoder_match_on_anchors=True,
         one_to_many_normalizer_scale=1.0,
+        log_route_stats=False,  # o2m/<route>/positive_fraction ... training scalars
     ),
     weight_dict=L(build_weight_dict)(
         base={"loss_class": 2.0, "loss_bbox": 5.0, "loss_giou": 2.0},

@@ -95,6 +95,7 @@ class AlignCriterion(DNCriterion):
         min_quality: lower clamp of the soft target.
         focal_alpha: unused by the class loss (kept for the base class).
         focal_gamma: unused by the class loss (kept for the base class).
+        log_route_stats: see :class:`MrDETRCriterion`.
     """
 
     def __init__(
@@ -112,6 +113,7 @@ class AlignCriterion(DNCriterion):
         min_quality: float = 0.01,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
+        log_route_stats: bool = False,
     ):
         super().__init__(
             num_classes=num_classes,
@@ -122,6 +124,7 @@ class AlignCriterion(DNCriterion):
             focal_gamma=focal_gamma,
             encoder_match_on_anchors=encoder_match_on_anchors,
             one_to_many_normalizer_scale=one_to_many_normalizer_scale,
+            log_route_stats=log_route_stats,
         )
         if not 0.0 <= align_alpha <= 1.0 or rank_tau <= 0 or min_quality < 0:
             raise ValueError(

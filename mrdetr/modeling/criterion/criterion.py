@@ -25,6 +25,7 @@ from mrdetr.modeling.matcher import HungarianMatcher, MatchIndices, OneToManyAss
 from mrdetr.modeling.matcher.utils import check_targets
 from mrdetr.modeling.outputs import EncoderPredictions, MrDETROutput, Predictions
 from mrdetr.modeling.routes import ROUTES, Route, route_spec
+from mrdetr.utils.events import current_event_storage
 
 from .losses import giou_loss, l1_loss, sigmoid_focal_loss
 from .naming import encoder_suffix, layer_suffix
@@ -86,6 +87,9 @@ class MrDETRCriterion(nn.Module):
         encoder_match_on_anchors: match the encoder heads on their anchors instead of their boxes.
         one_to_many_normalizer_scale: multiplies ``num_boxes`` for the one-to-many routes
             (1 Deformable/InsSeg, 3 DINO/Align).
+        log_route_stats: put the final layer's one-to-many matches of each step into the training
+            event storage: ``o2m/<route>/positive_fraction`` (distinct matched queries / queries,
+            averaged over images) and ``o2m/<route>/matches_per_object``.
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class MrDETRCriterion(nn.Module):
         focal_gamma: float = 2.0,
         encoder_match_on_anchors: bool = True,
         one_to_many_normalizer_scale: float = 1.0,
+        log_route_stats: bool = False,
     ):
         super().__init__()
         if num_classes < 1:
@@ -116,6 +121,7 @@ class MrDETRCriterion(nn.Module):
         self.focal_gamma = focal_gamma
         self.encoder_match_on_anchors = encoder_match_on_anchors
         self.one_to_many_normalizer_scale = one_to_many_normalizer_scale
+        self.log_route_stats = log_route_stats
 
     # ------------------------------------------------------------------------------------------ #
     # entry point
@@ -163,9 +169,36 @@ class MrDETRCriterion(nn.Module):
                 losses.update(
                     self.encoder_losses(route, outputs.encoder[route], targets, num_boxes)
                 )
+        if self.log_route_stats:
+            self._put_route_stats(outputs, targets, final_matches)
         context = LossContext(targets, num_boxes, final_matches, generator)
         losses.update(self.extra_losses(outputs, context, **inputs))
         return losses
+
+    @staticmethod
+    def _put_route_stats(
+        outputs: MrDETROutput,
+        targets: list[dict[str, Tensor]],
+        final_matches: dict[Route, list[MatchIndices]],
+    ) -> None:
+        """The one-to-many routes' final-layer positives as training scalars (outside a trainer's
+        event storage: nothing)."""
+        storage = current_event_storage()
+        if storage is None:
+            return
+        num_gt = sum(int(t["labels"].numel()) for t in targets)
+        for route, matches in final_matches.items():
+            if not route_spec(route).one_to_many or not matches:
+                continue
+            num_queries = outputs.routes[route].layers[-1].logits.shape[1]
+            distinct = sum(int(query.unique().numel()) for query, _ in matches)
+            storage.put_scalar(
+                f"o2m/{route.value}/positive_fraction", distinct / (num_queries * len(matches))
+            )
+            storage.put_scalar(
+                f"o2m/{route.value}/matches_per_object",
+                sum(int(query.numel()) for query, _ in matches) / max(num_gt, 1),
+            )
 
     def extra_losses(
         self, outputs: MrDETROutput, context: LossContext, **inputs
