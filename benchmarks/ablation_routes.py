@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -177,7 +178,7 @@ def main(argv=None) -> None:
         "opts": args.opts,
         "nms": args.nms,
         "machine": machine(),
-        "command": "python benchmarks/ablation_routes.py " + " ".join(argv or sys.argv[1:]),
+        "command": shlex.join(["python", "benchmarks/ablation_routes.py", *(argv or sys.argv[1:])]),
         "runs": [],
     }
     # seeds outside, settings inside: an interrupted study still has complete seeds to compare
