@@ -96,6 +96,31 @@ def _convert_segmentation(segm: Any) -> Any | None:
     return None
 
 
+def _zero_size(bbox: list[float]) -> bool:
+    """Whether a COCO ``[x, y, w, h]`` box has no area (it cannot be matched or supervised)."""
+    return bbox[2] <= 0 or bbox[3] <= 0
+
+
+def _report_zero_size(
+    num_dropped: int, num_annotations: int, json_file: str, dataset_name: str | None
+) -> None:
+    """Warn about dropped zero-size boxes; raise when they were every annotation of the file."""
+    if not num_dropped:
+        return
+    name = f"dataset '{dataset_name}' ({json_file})" if dataset_name else f"'{json_file}'"
+    if num_dropped == num_annotations:
+        raise ValueError(
+            f"{name}: all {num_annotations} annotations have a zero-size box (w or h <= 0), "
+            "nothing is left to train on; check that 'bbox' is [x, y, width, height] in pixels"
+        )
+    logger.warning(
+        "%s: dropped %d of %d annotations with a zero-size box (w or h <= 0)",
+        name,
+        num_dropped,
+        num_annotations,
+    )
+
+
 def _metadata_path(path: str | os.PathLike) -> str | os.PathLike:
     """A plain string, except for paths resolved on use (builtin datasets), which are kept."""
     return path if getattr(path, "resolved_on_use", False) else os.fspath(path)
@@ -108,6 +133,7 @@ def load_coco_json(
 
     Category ids (arbitrary) are mapped to contiguous ids 0..K-1 in sorted id order. Images without
     annotations are kept (``get_detection_dataset_dicts(filter_empty=True)`` drops them later).
+    Annotations with a zero-size box (w or h = 0) are dropped and counted in a warning.
 
     Args:
         json_file: path of the COCO instances JSON.
@@ -123,7 +149,8 @@ def load_coco_json(
 
     Raises:
         FileNotFoundError: ``json_file`` does not exist.
-        ValueError: the file is not valid JSON or not a COCO instances file (message says why).
+        ValueError: the file is not valid JSON or not a COCO instances file (message says why),
+            or every annotation has a zero-size box (the message names the dataset).
     """
     meta_paths = {
         "json_file": _metadata_path(json_file),
@@ -152,6 +179,7 @@ def load_coco_json(
 
     dataset_dicts = []
     num_dropped_segm = 0
+    num_degenerate = 0
     for img_id in sorted(coco.imgs):
         img = coco.imgs[img_id]
         record: dict[str, Any] = {
@@ -162,6 +190,9 @@ def load_coco_json(
         }
         annotations = []
         for anno in coco.imgToAnns.get(img_id, []):
+            if _zero_size(anno["bbox"]):
+                num_degenerate += 1
+                continue
             obj: dict[str, Any] = {
                 "bbox": [float(v) for v in anno["bbox"]],
                 "bbox_mode": BoxMode.XYWH_ABS.value,
@@ -181,6 +212,7 @@ def load_coco_json(
         logger.warning(
             "%s: dropped %d annotations without a valid segmentation", json_file, num_dropped_segm
         )
+    _report_zero_size(num_degenerate, len(data["annotations"]), json_file, dataset_name)
     logger.info("Loaded %d images in COCO format from %s", len(dataset_dicts), json_file)
     return dataset_dicts
 

@@ -18,10 +18,11 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from mrdetr.modeling.matcher import MatchIndices, Targets
+from mrdetr.modeling.matcher.utils import check_finite_predictions
 from mrdetr.modeling.outputs import MrDETROutput, Predictions
 from mrdetr.modeling.routes import Route
 
-from .criterion import MrDETRCriterion
+from .criterion import MrDETRCriterion, named_predictions
 from .naming import ROUTE_LOSSES, layer_suffix, route_loss_spec
 from .weights import build_weight_dict
 
@@ -151,6 +152,7 @@ class MrDETRMaskCriterion(MrDETRCriterion):
         """
         for route in list(outputs.routes) + list(outputs.encoder):
             route_loss_spec(route)
+        check_finite_predictions(named_predictions(outputs))
         reference = self._any_prediction(outputs)
         targets = self.prepare_targets(targets, reference)
         num_boxes = self.num_boxes(targets, reference.device)
