@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 _REQUIRED_TOP_KEYS = ("images", "annotations", "categories")
 _REQUIRED_IMAGE_KEYS = ("id", "file_name", "height", "width")
-_REQUIRED_ANNOTATION_KEYS = ("image_id", "bbox", "category_id")
+_REQUIRED_ANNOTATION_KEYS = ("id", "image_id", "bbox", "category_id")  # pycocotools needs the id
 _MIN_POLYGON_COORDS = 6
 
 
@@ -41,6 +41,45 @@ def _read_json(json_file: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+def is_int_id(value: Any) -> bool:
+    """Whether ``value`` can be a COCO id (an int; JSON ``true`` is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_finite_number(value: Any) -> bool:
+    """Whether ``value`` is a finite JSON number (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_xywh_box(bbox: Any) -> bool:
+    """Whether ``bbox`` is ``[x, y, w, h]`` of finite numbers with ``w, h >= 0``."""
+    return (
+        isinstance(bbox, list)
+        and len(bbox) == 4
+        and all(is_finite_number(v) for v in bbox)
+        and bbox[2] >= 0
+        and bbox[3] >= 0
+    )
+
+
+def _segmentation_problem(segm: Any) -> str | None:
+    """Why ``segm`` is neither polygons nor an RLE dict (None when it is one)."""
+    if isinstance(segm, list):
+        if all(isinstance(p, list) and all(is_finite_number(v) for v in p) for p in segm):
+            return None
+        return "polygons must be lists of numbers"
+    if isinstance(segm, dict):
+        size, counts = segm.get("size"), segm.get("counts")
+        if not (isinstance(size, list) and len(size) == 2 and all(is_int_id(v) for v in size)):
+            return "an RLE needs 'size' [height, width]"
+        if isinstance(counts, str) or (
+            isinstance(counts, list) and all(is_int_id(v) and v >= 0 for v in counts)
+        ):
+            return None
+        return "an RLE needs 'counts' (a string or a list of non-negative ints)"
+    return f"a {type(segm).__name__}, expected polygons or an RLE dict"
+
+
 def _validate(data: Any, json_file: str) -> None:
     """Raise one clear error when ``data`` is not a COCO instances file."""
 
@@ -52,13 +91,23 @@ def _validate(data: Any, json_file: str) -> None:
     for key in _REQUIRED_TOP_KEYS:
         if not isinstance(data.get(key), list):
             fail(f"missing list '{key}' (found keys: {sorted(data)})")
+    for key in _REQUIRED_TOP_KEYS:
+        for entry in data[key]:
+            if not isinstance(entry, dict):
+                fail(f"'{key}' holds a {type(entry).__name__} ({entry!r}), expected objects")
     for img in data["images"]:
         missing = [k for k in _REQUIRED_IMAGE_KEYS if k not in img]
         if missing:
             fail(f"image entry {img.get('id', '?')} lacks {missing}")
+        if not is_int_id(img["id"]) or not isinstance(img["file_name"], str):
+            fail(f"image entry {img['id']!r} needs an int 'id' and a string 'file_name'")
+        if not all(is_finite_number(img[k]) and img[k] > 0 for k in ("height", "width")):
+            fail(f"image {img['id']} has height/width {img['height']!r}/{img['width']!r}")
     for cat in data["categories"]:
         if "id" not in cat or "name" not in cat:
             fail(f"category entry {cat} lacks 'id' or 'name'")
+        if not is_int_id(cat["id"]) or not isinstance(cat["name"], str):
+            fail(f"category entry {cat} needs an int 'id' and a string 'name'")
     cat_ids = {c["id"] for c in data["categories"]}
     img_ids = {img["id"] for img in data["images"]}
     ann_ids: set[Any] = set()
@@ -67,23 +116,24 @@ def _validate(data: Any, json_file: str) -> None:
         missing = [k for k in _REQUIRED_ANNOTATION_KEYS if k not in anno]
         if missing:
             fail(f"annotation {ident} lacks {missing}")
-        if "id" in anno:
-            if anno["id"] in ann_ids:
-                fail(f"annotation id {anno['id']} is not unique")
-            ann_ids.add(anno["id"])
-        bbox = anno["bbox"]
-        if (
-            not isinstance(bbox, list)
-            or len(bbox) != 4
-            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)
-            or bbox[2] < 0
-            or bbox[3] < 0
-        ):
-            fail(f"annotation {ident} has bad bbox {bbox} (expected [x, y, w, h], w, h >= 0)")
-        if anno["category_id"] not in cat_ids:
-            fail(f"annotation {ident} has unknown category_id {anno['category_id']}")
-        if anno["image_id"] not in img_ids:
-            fail(f"annotation {ident} refers to unknown image_id {anno['image_id']}")
+        if not is_int_id(anno["id"]):
+            fail(f"annotation id {anno['id']!r} is not an int")
+        if anno["id"] in ann_ids:
+            fail(f"annotation id {anno['id']} is not unique")
+        ann_ids.add(anno["id"])
+        if not is_xywh_box(anno["bbox"]):
+            fail(
+                f"annotation {ident} has bad bbox {anno['bbox']} (expected [x, y, w, h], w, h >= 0)"
+            )
+        if not is_int_id(anno["category_id"]) or anno["category_id"] not in cat_ids:
+            fail(f"annotation {ident} has unknown category_id {anno['category_id']!r}")
+        if not is_int_id(anno["image_id"]) or anno["image_id"] not in img_ids:
+            fail(f"annotation {ident} refers to unknown image_id {anno['image_id']!r}")
+        if not is_finite_number(anno.get("iscrowd", 0)):
+            fail(f"annotation {ident} has iscrowd {anno['iscrowd']!r}, expected 0 or 1")
+        problem = _segmentation_problem(anno["segmentation"]) if "segmentation" in anno else None
+        if problem:
+            fail(f"annotation {ident} has a bad 'segmentation': {problem}")
 
 
 def _convert_segmentation(segm: Any) -> Any | None:

@@ -67,9 +67,9 @@ def read_image(file_name: str, *, img_format: str = "RGB") -> Tensor:
         with Image.open(file_name) as img:
             img = ImageOps.exif_transpose(img)
             array = np.array(img.convert("RGB"))  # writable copy
-    except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for missing/corrupt files
-        raise BadImageError(f"Cannot read image '{file_name}': {e}") from e
-    except Image.DecompressionBombError as e:  # more pixels than Image.MAX_IMAGE_PIXELS allows
+    # PIL raises these for missing/corrupt files, and DecompressionBombError for more pixels than
+    # Image.MAX_IMAGE_PIXELS allows
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise BadImageError(f"Cannot read image '{file_name}': {e}") from e
     if img_format == "BGR":
         array = array[:, :, ::-1]

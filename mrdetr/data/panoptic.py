@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from .catalog import DatasetCatalog, Metadata, MetadataCatalog
-from .coco import _metadata_path, _read_json
+from .coco import _metadata_path, _read_json, is_finite_number, is_int_id, is_xywh_box
 from .detection_utils import BadImageError, BoxMode
 from .mapper import DetrDatasetMapper
 
@@ -79,7 +79,7 @@ def read_panoptic_ids(file_name: str) -> np.ndarray:
     try:
         with Image.open(file_name) as img:
             color = np.asarray(img.convert("RGB"))
-    except (OSError, ValueError, SyntaxError) as e:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise BadImageError(f"Cannot read panoptic PNG '{file_name}': {e}") from e
     return rgb2id(color)
 
@@ -123,27 +123,48 @@ def _validate(data: Any, json_file: str) -> None:
     for key in _REQUIRED_TOP_KEYS:
         if not isinstance(data.get(key), list):
             fail(f"missing list '{key}' (found keys: {sorted(data)})")
+        for entry in data[key]:
+            if not isinstance(entry, dict):
+                fail(f"'{key}' holds a {type(entry).__name__} ({entry!r}), expected objects")
     for img in data["images"]:
         missing = [k for k in _REQUIRED_IMAGE_KEYS if k not in img]
         if missing:
             fail(f"image entry {img.get('id', '?')} lacks {missing}")
+        if not is_int_id(img["id"]) or not isinstance(img["file_name"], str):
+            fail(f"image entry {img['id']!r} needs an int 'id' and a string 'file_name'")
+        if not all(is_finite_number(img[k]) and img[k] > 0 for k in ("height", "width")):
+            fail(f"image {img['id']} has height/width {img['height']!r}/{img['width']!r}")
     for cat in data["categories"]:
         missing = [k for k in _REQUIRED_CATEGORY_KEYS if k not in cat]
         if missing:
             fail(f"category entry {cat} lacks {missing} (a panoptic category needs 'isthing')")
+        if not is_int_id(cat["id"]) or not isinstance(cat["name"], str):
+            fail(f"category entry {cat} needs an int 'id' and a string 'name'")
+        color = cat.get("color", [0, 0, 0])
+        if not (isinstance(color, list) and len(color) == 3 and all(map(is_int_id, color))):
+            fail(f"category {cat['id']} has color {color!r}, expected [r, g, b]")
     for anno in data["annotations"]:
         missing = [k for k in _REQUIRED_ANNOTATION_KEYS if k not in anno]
         if missing:
             fail(f"annotation of image {anno.get('image_id', '?')} lacks {missing}")
+        if not is_int_id(anno["image_id"]) or not isinstance(anno["file_name"], str):
+            fail(f"annotation {anno['image_id']!r} needs an int 'image_id' and a 'file_name'")
         if not isinstance(anno["segments_info"], list):
             fail(f"'segments_info' of image {anno['image_id']} is not a list")
         for seg in anno["segments_info"]:
+            if not isinstance(seg, dict):
+                fail(f"'segments_info' of image {anno['image_id']} holds {seg!r}, not objects")
             missing = [k for k in _REQUIRED_SEGMENT_KEYS if k not in seg]
             if missing:
                 fail(f"a segment of image {anno['image_id']} lacks {missing}")
-            bbox = seg["bbox"]
-            if not isinstance(bbox, list) or len(bbox) != 4 or bbox[2] < 0 or bbox[3] < 0:
-                fail(f"segment {seg['id']} of image {anno['image_id']} has bad bbox {bbox}")
+            if not is_int_id(seg["id"]) or not is_int_id(seg["category_id"]):
+                fail(f"segment {seg['id']!r} of image {anno['image_id']} needs int ids")
+            if not is_xywh_box(seg["bbox"]):
+                fail(f"segment {seg['id']} of image {anno['image_id']} has bad bbox {seg['bbox']}")
+            if not all(is_finite_number(seg.get(k, 0)) for k in ("iscrowd", "area")):
+                fail(
+                    f"segment {seg['id']} of image {anno['image_id']} has a non-number iscrowd/area"
+                )
 
 
 def _check_dir(path: str, what: str) -> None:

@@ -103,7 +103,7 @@ def user_error_hint(exc: BaseException) -> str | None:
 def run_reporting_errors(
     func: Callable[[], Any], *, traceback: bool = False, exit_code: int = USER_ERROR_EXIT
 ) -> int:
-    """Run ``func()``; print one of our errors as ``error:`` + ``hint:`` lines and return ``exit_code``.
+    """Run ``func()``; print one of our errors as ``error:`` and ``hint:`` lines.
 
     Args:
         func: the command's body.

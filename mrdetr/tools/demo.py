@@ -10,8 +10,9 @@ directory (created if needed, one file per input with the same base name); with 
 file. Every input image is decoded once before the model is built; if any cannot be read (missing,
 truncated, not an image, too many pixels) the demo stops before writing anything and lists them all.
 With ``--skip-bad`` it processes the readable images instead, then lists the unreadable ones at the
-end and exits with status 1. Videos are written at the source FPS and size with a codec this OpenCV can write (``.mp4``:
-mp4v, ``.avi``: MJPG, ``.mkv``: x264 when available), with a progress bar. Existing output files are
+end and exits with status 1. Videos are written at the source FPS and size with a codec this
+OpenCV can write (``.mp4``: mp4v, ``.avi``: MJPG, ``.mkv``: x264 when available), with a progress
+bar. Existing output files are
 never overwritten, and outputs are written atomically (no half file after an error).
 """
 
