@@ -5,68 +5,31 @@ from __future__ import annotations
 import json
 import logging
 import os
-import struct
-import zlib
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
-from tiny_model import REPO
+from bad_inputs import (
+    TINY_CONFIG,
+    run_demo,
+    tiny_checkpoint,
+    write_bomb_png,
+    write_image,
+    write_truncated_jpeg,
+)
 
-from mrdetr.config import LazyConfig, instantiate
 from mrdetr.data import DetrDatasetMapper
 from mrdetr.data.coco import load_coco_json
 from mrdetr.data.detection_utils import BadImageError, read_image
 from mrdetr.engine.predictor import Predictor
 from mrdetr.tools._cli import run_cli
-from mrdetr.tools.demo import main as demo_main
 from mrdetr.tools.model_mean import main as mean_main
-
-TINY_CONFIG = REPO / "tests" / "configs" / "tiny_model.py"
-H, W = 48, 64
-BOMB_SIDE = 20000  # 400 M pixels: over twice PIL's MAX_IMAGE_PIXELS
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = instantiate(LazyConfig.load(str(TINY_CONFIG)).model)
-    path = tmp_path_factory.mktemp("ckpt") / "model.pth"
-    torch.save({"model": model.state_dict()}, path)
-    return path
-
-
-def _demo(args: list[str], ckpt: Path, capsys) -> tuple[int, str]:
-    capsys.readouterr()
-    argv = ["--config-file", str(TINY_CONFIG), "--min_size_test", "48", "--max_size_test", "96",
-            *args, "--opts", f"train.init_checkpoint={ckpt}", "train.device=cpu"]  # fmt: skip
-    rc = run_cli(demo_main, argv)
-    return rc, capsys.readouterr().err
-
-
-def write_image(path: Path, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    cv2.imwrite(str(path), rng.integers(0, 256, (H, W, 3), dtype=np.uint8))
-
-
-def write_truncated_jpeg(path: Path, seed: int) -> None:
-    write_image(path, seed)
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])  # the header is intact, half the scan is missing
-
-
-def write_bomb_png(path: Path, side: int = BOMB_SIDE) -> None:
-    """A valid PNG header declaring ``side x side`` pixels, with a tiny (incomplete) body."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit greyscale
-    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pth")
 
 
 # ------------------------------------------------------------------------------------ F3
@@ -114,7 +77,7 @@ def test_decompression_bomb_is_a_bad_image(tmp_path, ckpt, capsys) -> None:
     mapper = DetrDatasetMapper(is_train=True, augmentation=lambda s: s, on_bad_image="skip")
     record = {"file_name": str(bomb), "image_id": 0, "annotations": []}
     assert mapper(record) is None  # the loaders' skip policy applies
-    rc, err = _demo(["--input", str(bomb), "--output", str(tmp_path / "out")], ckpt, capsys)
+    rc, err = run_demo(["--input", str(bomb), "--output", str(tmp_path / "out")], ckpt, capsys)
     assert rc == 1 and "bomb.png" in err and "Traceback" not in err
     assert not (tmp_path / "out" / "bomb.png").exists()
 
@@ -127,10 +90,10 @@ def test_demo_checks_every_input_before_writing(tmp_path, ckpt, capsys) -> None:
         write_image(src / f"a{i}.jpg", i)
     write_truncated_jpeg(src / "z_truncated.jpg", 9)  # sorted last: found only after 6 outputs
     out = tmp_path / "out"
-    rc, err = _demo(["--input", str(src), "--output", str(out)], ckpt, capsys)
+    rc, err = run_demo(["--input", str(src), "--output", str(out)], ckpt, capsys)
     assert rc == 1 and "z_truncated.jpg" in err and "nothing was written" in err
     assert not out.exists() or os.listdir(out) == []
-    rc, err = _demo(["--input", str(src), "--output", str(out), "--skip-bad"], ckpt, capsys)
+    rc, err = run_demo(["--input", str(src), "--output", str(out), "--skip-bad"], ckpt, capsys)
     assert rc == 1 and sorted(os.listdir(out)) == [f"a{i}.jpg" for i in range(6)]
     assert "1 of 7 input images could not be read" in err and "z_truncated.jpg" in err
 
