@@ -152,30 +152,33 @@ def test_valid_files_load(folder) -> None:
     assert len(dicts[0]["segments_info"]) == 2
 
 
-@FUZZ
-@given(text=_json_mutations(COCO))
-def test_coco_json_mutations(folder, text: str) -> None:
-    path = folder / "coco_mutated.json"
+def _load_or_our_error(path: Path, text: str, load) -> None:
+    """Write ``text`` to ``path`` and load it: a list of dataset dicts or a ValueError naming it."""
     path.write_text(text, encoding="latin-1")
     try:
-        dicts = load_coco_json(path, folder / "images")
+        dicts = load(path)
     except Exception as exc:  # noqa: BLE001 - the property under test
         _assert_ours(exc, path, (ValueError,))
     else:
         assert isinstance(dicts, list)
+
+
+@FUZZ
+@given(text=_json_mutations(COCO))
+def test_coco_json_mutations(folder, text: str) -> None:
+    _load_or_our_error(
+        folder / "coco_mutated.json", text, lambda p: load_coco_json(p, folder / "images")
+    )
 
 
 @FUZZ
 @given(text=_json_mutations(PANOPTIC))
 def test_coco_panoptic_json_mutations(folder, text: str) -> None:
-    path = folder / "pan_mutated.json"
-    path.write_text(text, encoding="latin-1")
-    try:
-        dicts = load_coco_panoptic_json(path, folder / "images", folder / "panoptic")
-    except Exception as exc:  # noqa: BLE001 - the property under test
-        _assert_ours(exc, path, (ValueError,))
-    else:
-        assert isinstance(dicts, list)
+    _load_or_our_error(
+        folder / "pan_mutated.json",
+        text,
+        lambda p: load_coco_panoptic_json(p, folder / "images", folder / "panoptic"),
+    )
 
 
 def _encoded(fmt: str) -> bytes:
