@@ -118,6 +118,8 @@ def run_reporting_errors(
     except Exception as exc:
         hint = user_error_hint(exc)
         if hint is None or traceback or debug_requested():
+            # keep the traceback in the run's log.txt too (the trainer logs one line only)
+            logging.getLogger("mrdetr").error("Traceback of the error below:", exc_info=True)
             raise
         print(f"error: {_message(exc)}", file=sys.stderr)
         print(f"hint: {hint} ({_TRACEBACK_NOTE})", file=sys.stderr)
