@@ -226,6 +226,7 @@ class DetectionLoader:
 
     def _count_unreadable(self, batch: list[Any]) -> None:
         """Track consecutive unreadable items; raise when there are too many in a row."""
+        unreadable = self.num_skipped + sum(isinstance(x, _Unreadable) for x in batch)
         for item in batch:
             if not isinstance(item, _Unreadable):
                 self._streak, self._streak_length = [], 0
@@ -237,7 +238,7 @@ class DetectionLoader:
             if limit is not None and self._streak_length >= limit:
                 raise BadImageError(
                     f"{self._streak_length} images in a row could not be read "
-                    f"({self.num_skipped + len(batch)} unreadable so far), first: "
+                    f"({unreadable} unreadable so far), first: "
                     f"{', '.join(self._streak)}; check the dataset's image folder and file names "
                     "(the warnings above say why each failed)."
                 )

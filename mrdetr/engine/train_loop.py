@@ -99,9 +99,9 @@ class Trainer:
             the model's forward (the criterion raises one when outputs hold NaN/inf before
             matching), or, without a ``GradScaler``, non-finite gradients of a finite loss:
             ``"stop"`` raises ``FloatingPointError`` naming the iteration and the non-finite
-            loss terms (or outputs) before the optimizer steps, so no
-            checkpoint ever holds such weights; ``"skip"`` drops that iteration's update (logged
-            as ``skipped_nonfinite``). The decision is shared by all ranks.
+            loss terms (or outputs) before the optimizer steps, so no checkpoint ever holds such
+            weights; ``"skip"`` drops that iteration's update (logged as ``skipped_nonfinite``).
+            The decision is shared by all ranks.
         grad_scaler: an existing scaler (e.g. one already registered with the checkpointer);
             default: built from ``amp_enabled``/``amp_dtype``.
     """

@@ -12,8 +12,8 @@ truncated, not an image, too many pixels) the demo stops before writing anything
 With ``--skip-bad`` it processes the readable images instead, then lists the unreadable ones at the
 end and exits with status 1. Videos are written at the source FPS and size with a codec this
 OpenCV can write (``.mp4``: mp4v, ``.avi``: MJPG, ``.mkv``: x264 when available), with a progress
-bar. Existing output files are
-never overwritten, and outputs are written atomically (no half file after an error).
+bar. Existing output files are never overwritten, and outputs are written atomically (no half file
+after an error).
 """
 
 from __future__ import annotations
