@@ -6,8 +6,8 @@ Used by the CLI reliability tests: ``projects/train_net.py --config-file`` this 
 
 from ...configs.common.coco_schedule import iteration_step_scheduler
 from ...configs.common.data.coco_detr import dataloader
-from ...configs.common.optim import optimizer
-from .tiny_model import model, train
+from ...configs.common.optim import optimizer  # noqa: F401 - a key of this config
+from .tiny_model import model, train  # noqa: F401 - model is a key of this config
 
 dataloader.train.dataset = "synthetic_train"
 dataloader.train.total_batch_size = 2
