@@ -1,13 +1,17 @@
-"""``launch`` with 2 CPU (gloo) processes: DDP averages gradients like one process on the union."""
+"""``launch`` with 2 CPU (gloo) processes: DDP averages gradients like one process on the union;
+a rank killed with SIGKILL takes the others down."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import time
 
 import pytest
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 from test_engine_common import ToyDetector, ToyLoader, make_batch
 
 from mrdetr.engine import Trainer, create_ddp_model, launch
@@ -16,6 +20,7 @@ from mrdetr.utils import comm
 
 WORLD, BATCH, ACCUM, ITERS, LR = 2, 4, 2, 2, 0.1
 GRAD_BATCH_SEED = 3
+KILL_TAKEDOWN_S = 30.0  # launch ends every process once one of them dies
 
 
 class _ShardLoader:
@@ -121,3 +126,23 @@ def test_torchrun_environment_joins_without_spawning(monkeypatch) -> None:
     launch(_record_group, 4, args=(seen,), backend="gloo")  # --num-gpus is ignored under torchrun
     assert seen == [(True, 1, 0, "gloo")]  # ran inline, in a group built from the environment
     assert not dist.is_initialized()  # and the group was torn down afterwards
+
+
+def _rank_one_dies(out_dir: str) -> None:
+    flag = torch.ones(1)
+    dist.all_reduce(flag)  # both ranks are up and joined
+    if comm.get_rank() == 1:
+        with open(os.path.join(out_dir, "killed_at"), "w") as f:
+            f.write(repr(time.time()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    while True:  # rank 0 waits on the dead rank (as in a training step) until it is taken down
+        dist.all_reduce(flag)
+
+
+@pytest.mark.skipif(_launched_by_torchrun(), reason="test spawns its own process group")
+def test_a_killed_rank_takes_the_others_down(tmp_path) -> None:
+    with pytest.raises(mp.ProcessExitedException, match="SIGKILL"):
+        launch(_rank_one_dies, WORLD, args=(str(tmp_path),), backend="gloo")
+    took = time.time() - float((tmp_path / "killed_at").read_text())
+    print(f"\nthe other rank was taken down {took:.1f} s after rank 1 was killed")
+    assert took < KILL_TAKEDOWN_S

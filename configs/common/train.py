@@ -4,6 +4,9 @@ train = dict(
     output_dir="./output",
     # initial weights: official layout, {"model": state_dict} or a plain state dict ("" = none)
     init_checkpoint="",
+    # an init_checkpoint that fills less than this share of the model's keys is an error (ImageNet
+    # backbone files fill about 0.4 of a Mr. DETR); 0 loads any file
+    init_checkpoint_min_match=0.2,
     max_iter=90000,  # optimizer steps; with grad_accum_steps=k each step consumes k batches
     amp=dict(enabled=False, dtype="float16"),  # dtype: "float16" (GradScaler) or "bfloat16"
     ddp=dict(broadcast_buffers=False, find_unused_parameters=False),

@@ -10,8 +10,10 @@ file) is replaced the same way afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import torch
@@ -21,7 +23,7 @@ from mrdetr.utils import comm
 from mrdetr.utils.env import capture_rng_state, restore_rng_state
 from mrdetr.utils.file_io import atomic_write, atomic_write_text
 
-__all__ = ["CheckpointError", "Checkpointer"]
+__all__ = ["CheckpointError", "Checkpointer", "check_key_match"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,26 @@ class _Stateful(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> Any: ...
+
+
+@contextlib.contextmanager
+def _os_error_of_write(path: str) -> Iterator[None]:
+    """Report a failed write (e.g. a full disk) as the ``OSError`` that caused it, naming ``path``.
+
+    ``torch.save`` turns the ``OSError`` of a file write into a ``RuntimeError`` from its zip
+    writer ("enforce fail at inline_container.cc"); the original error is its ``__context__``.
+    """
+    try:
+        yield
+    except RuntimeError as exc:
+        cause = exc.__context__
+        if not isinstance(cause, OSError) or cause.errno is None:
+            raise
+        raise OSError(cause.errno, f"cannot write checkpoint: {cause.strerror}", path) from exc
+    except OSError as exc:
+        if exc.errno is None or exc.filename is not None:
+            raise
+        raise OSError(exc.errno, f"cannot write checkpoint: {exc.strerror}", path) from exc
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -106,7 +128,8 @@ class Checkpointer:
         basename = f"{name}{_EXTENSION}"
         path = os.path.join(self.save_dir, basename)
         logger.info("Saving checkpoint to %s", path)
-        atomic_write(path, lambda f: torch.save(data, f))
+        with _os_error_of_write(path):
+            atomic_write(path, lambda f: torch.save(data, f))
         self.tag_last_checkpoint(basename)
         return path
 
@@ -214,14 +237,20 @@ class Checkpointer:
         except (ValueError, TypeError, RuntimeError) as exc:
             raise CheckpointError(f"Checkpoint '{path}': invalid RNG state: {exc}") from exc
 
-    def load_weights(self, path: str) -> None:
+    def load_weights(self, path: str, *, min_match: float = 0.0) -> None:
         """Load only model weights through :func:`mrdetr.checkpoint.load_official`.
 
         Accepts the official layout, ``{"model": state_dict}`` or a plain state dict (read with
         ``weights_only=True``); missing and unexpected keys are logged by ``load_official``.
 
+        Args:
+            path: the weights file.
+            min_match: the smallest share (0..1) of the model's state-dict keys that the file
+                must fill; below it the load is an error (0 accepts any file).
+
         Raises:
-            CheckpointError: the file is missing or unreadable, or shapes do not match.
+            CheckpointError: the file is missing or unreadable, shapes do not match, or it fills
+                less than ``min_match`` of the model's keys.
         """
         try:
             from mrdetr.checkpoint import load_official
@@ -241,13 +270,15 @@ class Checkpointer:
             len(getattr(result, "missing_keys", [])),
             len(getattr(result, "unexpected_keys", [])),
         )
+        check_key_match(path, self.model, result.missing_keys, result.unexpected_keys, min_match)
 
-    def resume_or_load(self, path: str, *, resume: bool = True) -> int:
+    def resume_or_load(self, path: str, *, resume: bool = True, min_match: float = 0.0) -> int:
         """Resume from ``last_checkpoint`` if asked and present, else load weights from ``path``.
 
         Args:
             path: initial weights (``""`` to start from the model's own initialisation).
             resume: continue the run in ``save_dir`` when it has a ``last_checkpoint``.
+            min_match: see :meth:`load_weights` (resuming is always strict).
 
         Returns:
             The iteration to start training from (saved iteration + 1 on resume, else 0).
@@ -263,5 +294,35 @@ class Checkpointer:
         if resume:
             logger.info("No checkpoint to resume in '%s'; starting a new run.", self.save_dir)
         if path:
-            self.load_weights(path)
+            self.load_weights(path, min_match=min_match)
         return 0
+
+
+def check_key_match(
+    path: str,
+    model: nn.Module,
+    missing: list[str],
+    unexpected: list[str],
+    min_match: float,
+) -> None:
+    """Raise :class:`CheckpointError` when ``path`` filled less than ``min_match`` of the model.
+
+    Args:
+        path: the loaded file (for the message).
+        model: the model it was loaded into.
+        missing: model keys the file did not have.
+        unexpected: file keys the model does not have.
+        min_match: the smallest accepted share of filled model keys, 0..1.
+    """
+    total = len(model.state_dict())
+    if total == 0:
+        return
+    share = (total - len(missing)) / total
+    if share >= min_match:
+        return
+    raise CheckpointError(
+        f"Initial checkpoint '{path}' fills {total - len(missing)} of the model's {total} keys "
+        f"({share:.0%}, below train.init_checkpoint_min_match={min_match:g}); "
+        f"{len(unexpected)} of its keys are not in the model (first: {unexpected[:3]}). Is it a "
+        "checkpoint of this model? Set train.init_checkpoint_min_match=0 to load it anyway."
+    )

@@ -14,11 +14,12 @@ from .instantiate import InstantiationError, instantiate
 from .lazy import LazyCall, locate, target_to_str
 from .lazy_config import LazyConfig
 from .loader import ConfigLoadError
-from .overrides import ConfigKeyError, parse_override_value
+from .overrides import ConfigKeyError, ConfigValueError, parse_override_value
 
 __all__ = [
     "ConfigKeyError",
     "ConfigLoadError",
+    "ConfigValueError",
     "InstantiationError",
     "LazyCall",
     "LazyConfig",

@@ -5,6 +5,13 @@ then ``null``/``none`` and ``true``/``false`` in any case, and otherwise kept as
 ``train.output_dir=/tmp/x`` needs no quotes. Only existing keys may be overridden; a leading ``+``
 (``+train.new_key=1``) creates a key. A misspelt key raises :class:`ConfigKeyError` listing the
 nearest valid dotted keys.
+
+Each value is checked against the type of the key's current value before anything is changed
+(:class:`ConfigValueError` names the key, the value and the expected type): a bool key takes a bool,
+an int key an int (or an integral float such as ``1e4``), a float key a number, a list key a list or
+tuple, a dict key a dict, and a string key a string (a number is kept as its text; a list of
+strings is accepted, as for dataset names). ``null`` is accepted for every key; keys whose current
+value is ``None`` or another kind of object are not checked.
 """
 
 from __future__ import annotations
@@ -18,7 +25,13 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .access import has_child, split_dotted
 
-__all__ = ["ConfigKeyError", "apply_overrides", "config_key_paths", "parse_override_value"]
+__all__ = [
+    "ConfigKeyError",
+    "ConfigValueError",
+    "apply_overrides",
+    "config_key_paths",
+    "parse_override_value",
+]
 
 _ADD_PREFIX = "+"
 _MAX_SUGGESTIONS = 5
@@ -42,6 +55,20 @@ class ConfigKeyError(KeyError):
 
     def __str__(self) -> str:  # KeyError would print the repr of the message
         return str(self.args[0])
+
+
+class ConfigValueError(ValueError):
+    """An override's value does not have the type of the key's current value.
+
+    Attributes:
+        key: the dotted key.
+        value: the parsed value that was refused.
+    """
+
+    def __init__(self, message: str, key: str, value: Any) -> None:
+        super().__init__(message)
+        self.key = key
+        self.value = value
 
 
 def parse_override_value(text: str) -> Any:
@@ -103,6 +130,7 @@ def apply_overrides(cfg: DictConfig, overrides: Iterable[str] | str) -> DictConf
     Raises:
         ConfigKeyError: a key (without ``+``) does not exist, or its path crosses a value that is
             not a config node; the message lists the nearest valid keys.
+        ConfigValueError: a value does not have the type of the key's current value.
         ValueError: an override is not of the form ``key=value``.
     """
     if isinstance(overrides, str):
@@ -120,6 +148,8 @@ def apply_overrides(cfg: DictConfig, overrides: Iterable[str] | str) -> DictConf
             raise ValueError(f"Override {override!r}: {exc}.") from None
         _check_key(cfg, override, key, parts, allow_new)
         value = parse_override_value(raw_value)
+        if not allow_new:
+            value = checked_value(cfg, override, key, value, raw_value.strip())
         try:
             OmegaConf.update(cfg, key, value, merge=True, force_add=allow_new)
         except Exception as exc:
@@ -169,3 +199,58 @@ def _missing_key_error(cfg: DictConfig, override: str, key: str, can_add: bool) 
 
 def _describe(value: Any) -> str:
     return "None" if value is None else f"a {type(value).__name__} ({value!r})"
+
+
+_UNSET = object()
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, ListConfig):
+        return "list"
+    if isinstance(value, DictConfig):
+        return "dict"
+    return type(value).__name__
+
+
+def checked_value(cfg: DictConfig, override: str, key: str, value: Any, text: str) -> Any:
+    """``value`` as it will be stored at ``key``, or :class:`ConfigValueError` when its type does
+    not fit the key's current value (rules in the module docstring).
+
+    Args:
+        cfg: the config.
+        override: the whole ``key=value`` text (for the message).
+        key: the dotted key (it exists).
+        value: the parsed value.
+        text: the raw value text (kept for a string key given a number).
+    """
+    current = OmegaConf.select(cfg, key, default=_UNSET, throw_on_resolution_failure=False)
+    if value is None or current is None or current is _UNSET:
+        return value
+    if isinstance(current, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(current, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(current, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(current, str):
+        if isinstance(value, (int, float, bool)):
+            value = text
+        ok = isinstance(value, str) or (
+            isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        )
+    elif isinstance(current, (ListConfig, list, tuple)):
+        ok = isinstance(value, (list, tuple))
+    elif isinstance(current, (DictConfig, dict)):
+        ok = isinstance(value, dict)
+    else:  # e.g. a class or function object: no textual form to compare with
+        return value
+    if not ok:
+        raise ConfigValueError(
+            f"Override {override!r}: {key} expects {_type_name(current)} (its current value is "
+            f"{current!r}), got {_type_name(value)} {value!r}.",
+            key=key,
+            value=value,
+        )
+    return value

@@ -14,6 +14,8 @@ from .catalog import DatasetCatalog, MetadataCatalog
 __all__ = [
     "check_images_and_categories",
     "image_record",
+    "is_finite_number",
+    "is_int_id",
     "is_xywh_box",
     "metadata_path",
     "read_json",
@@ -62,25 +64,45 @@ def validation_error(
     return fail
 
 
+def is_int_id(value: Any) -> bool:
+    """Whether ``value`` can be a COCO id (an int; JSON ``true`` is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_finite_number(value: Any) -> bool:
+    """Whether ``value`` is a finite JSON number (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def check_images_and_categories(
     data: Any, fail: Callable[[str], NoReturn], category_keys: Sequence[str], hint: str = ""
 ) -> None:
     """Check the structure both formats share: an object with the lists ``images``,
-    ``annotations`` and ``categories``; images with ``id``, ``file_name``, ``height``, ``width``;
-    categories with ``category_keys`` (``hint`` is added to that message)."""
+    ``annotations`` and ``categories`` holding objects; images with an int ``id``, a string
+    ``file_name`` and positive ``height``/``width``; categories with ``category_keys`` (``hint`` is
+    added to that message), an int ``id`` and a string ``name``."""
     if not isinstance(data, dict):
         fail(f"top level is a {type(data).__name__}, expected an object")
     for key in _REQUIRED_TOP_KEYS:
         if not isinstance(data.get(key), list):
             fail(f"missing list '{key}' (found keys: {sorted(data)})")
+        for entry in data[key]:
+            if not isinstance(entry, dict):
+                fail(f"'{key}' holds a {type(entry).__name__} ({entry!r}), expected objects")
     for img in data["images"]:
         missing = [k for k in _REQUIRED_IMAGE_KEYS if k not in img]
         if missing:
             fail(f"image entry {img.get('id', '?')} lacks {missing}")
+        if not is_int_id(img["id"]) or not isinstance(img["file_name"], str):
+            fail(f"image entry {img['id']!r} needs an int 'id' and a string 'file_name'")
+        if not all(is_finite_number(img[k]) and img[k] > 0 for k in ("height", "width")):
+            fail(f"image {img['id']} has height/width {img['height']!r}/{img['width']!r}")
     for cat in data["categories"]:
         missing = [k for k in category_keys if k not in cat]
         if missing:
             fail(f"category entry {cat} lacks {missing}{hint}")
+        if not is_int_id(cat["id"]) or not isinstance(cat["name"], str):
+            fail(f"category entry {cat} needs an int 'id' and a string 'name'")
 
 
 def is_xywh_box(bbox: Any) -> bool:
@@ -88,7 +110,7 @@ def is_xywh_box(bbox: Any) -> bool:
     return (
         isinstance(bbox, list)
         and len(bbox) == _BOX_LENGTH
-        and all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)
+        and all(is_finite_number(v) for v in bbox)
         and bbox[2] >= 0
         and bbox[3] >= 0
     )

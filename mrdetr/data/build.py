@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from mrdetr.utils import comm
 
 from .catalog import DatasetCatalog, MetadataCatalog
+from .detection_utils import BadImageError
 from .samplers import InferenceSampler, TrainingSampler
 
 __all__ = [
@@ -41,6 +42,7 @@ Mapper = Callable[[dict[str, Any]], dict[str, Any] | None]
 _SEED_MASK = 2**63 - 1  # SeedSequence entropy must be non-negative
 _UINT32 = 2**32
 _WORKER_TAG = 1
+_NAMED_BAD_FILES = 5  # how many of the unreadable files an error message names
 
 
 def get_detection_dataset_dicts(
@@ -134,10 +136,23 @@ class _MapDataset(Dataset):
     def __len__(self) -> int:
         return len(self._dicts)
 
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any] | None:
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any] | _Unreadable:
         index, position = key
+        dataset_dict = self._dicts[index]
         with seeded_rng(sample_seed(self._seed, position)):
-            return self._mapper(self._dicts[index])
+            mapped = self._mapper(dataset_dict)
+        return (
+            _Unreadable(str(dataset_dict.get("file_name", f"#{index}")))
+            if mapped is None
+            else mapped
+        )
+
+
+class _Unreadable:
+    """What the map dataset yields for an item the mapper skipped (returned None): its file name."""
+
+    def __init__(self, file_name: str):
+        self.file_name = file_name
 
 
 class _TrainIndexBatches:
@@ -184,21 +199,54 @@ def _worker_init(seed: int, worker_id: int) -> None:
 class DetectionLoader:
     """Iterable over batches (lists of mapped dicts); items the mapper returned as None are dropped.
 
+    Args:
+        loader: the ``DataLoader`` over a map dataset.
+        max_consecutive_unreadable: stop with a :class:`BadImageError` once this many items in a
+            row were unreadable (e.g. a wrong image root), instead of skipping batches forever;
+            ``None`` never stops.
+
     Attributes:
         num_skipped: number of dropped (None) items so far.
     """
 
-    def __init__(self, loader: DataLoader):
+    def __init__(self, loader: DataLoader, max_consecutive_unreadable: int | None = None):
+        if max_consecutive_unreadable is not None and max_consecutive_unreadable < 1:
+            raise ValueError(
+                f"max_consecutive_unreadable must be >= 1 or None, got {max_consecutive_unreadable}"
+            )
         self._loader = loader
+        self.max_consecutive_unreadable = max_consecutive_unreadable
         self.num_skipped = 0
+        self._streak: list[str] = []  # the first files of the current run of unreadable items
+        self._streak_length = 0
 
     @property
     def dataset(self) -> Dataset:
         return self._loader.dataset
 
+    def _count_unreadable(self, batch: list[Any]) -> None:
+        """Track consecutive unreadable items; raise when there are too many in a row."""
+        unreadable = self.num_skipped + sum(isinstance(x, _Unreadable) for x in batch)
+        for item in batch:
+            if not isinstance(item, _Unreadable):
+                self._streak, self._streak_length = [], 0
+                continue
+            self._streak_length += 1
+            if len(self._streak) < _NAMED_BAD_FILES:
+                self._streak.append(item.file_name)
+            limit = self.max_consecutive_unreadable
+            if limit is not None and self._streak_length >= limit:
+                raise BadImageError(
+                    f"{self._streak_length} images in a row could not be read "
+                    f"({unreadable} unreadable so far), first: "
+                    f"{', '.join(self._streak)}; check the dataset's image folder and file names "
+                    "(the warnings above say why each failed)."
+                )
+
     def __iter__(self) -> Iterator[list[dict[str, Any]]]:
         for batch in self._loader:
-            kept = [x for x in batch if x is not None]
+            self._count_unreadable(batch)
+            kept = [x for x in batch if not isinstance(x, _Unreadable)]
             if len(kept) < len(batch):
                 # warn on the first drop only (the mapper names each file once); count the rest
                 level = logging.WARNING if self.num_skipped == 0 else logging.DEBUG
@@ -225,8 +273,14 @@ class TrainDetectionLoader(DetectionLoader):
     index batch behind the uninterrupted run; with readable data, resume is exact).
     """
 
-    def __init__(self, loader: DataLoader, index_batches: _TrainIndexBatches, seed: int):
-        super().__init__(loader)
+    def __init__(
+        self,
+        loader: DataLoader,
+        index_batches: _TrainIndexBatches,
+        seed: int,
+        max_consecutive_unreadable: int | None = None,
+    ):
+        super().__init__(loader, max_consecutive_unreadable)
         self._index_batches = index_batches
         self.seed = seed
 
@@ -279,6 +333,7 @@ def build_detection_train_loader(
     aspect_ratio_grouping: bool = True,
     seed: int | None = None,
     start_iter: int = 0,
+    max_consecutive_unreadable: int | None = 100,
 ) -> TrainDetectionLoader:
     """Build the infinite training loader.
 
@@ -292,6 +347,8 @@ def build_detection_train_loader(
         seed: seed of the index stream and of the augmentations; ``None`` draws a seed shared by
             all ranks (logged, and kept in ``loader.seed``).
         start_iter: skip that many batches without reading images (exact resume).
+        max_consecutive_unreadable: stop with a :class:`BadImageError` naming the first files
+            once this many images in a row were unreadable (``None``: skip them forever).
 
     Returns:
         An iterable of lists of mapped dicts.
@@ -320,7 +377,7 @@ def build_detection_train_loader(
         worker_init_fn=functools.partial(_worker_init, seed),
         generator=torch.Generator().manual_seed(seed),  # never draw from the global RNG
     )
-    return TrainDetectionLoader(loader, index_batches, seed)
+    return TrainDetectionLoader(loader, index_batches, seed, max_consecutive_unreadable)
 
 
 def build_detection_test_loader(

@@ -18,13 +18,33 @@ __all__ = ["load_coco_json", "register_coco_instances"]
 
 logger = logging.getLogger(__name__)
 
-_REQUIRED_ANNOTATION_KEYS = ("image_id", "bbox", "category_id")
+_REQUIRED_ANNOTATION_KEYS = ("id", "image_id", "bbox", "category_id")  # pycocotools needs the id
 _REQUIRED_CATEGORY_KEYS = ("id", "name")
 _MIN_POLYGON_COORDS = 6
 
 
 class _NotCocoError(ValueError):
     pass
+
+
+def _segmentation_problem(segm: Any) -> str | None:
+    """Why ``segm`` is neither polygons nor an RLE dict (None when it is one)."""
+    if isinstance(segm, list):
+        if all(isinstance(p, list) and all(coco_json.is_finite_number(v) for v in p) for p in segm):
+            return None
+        return "polygons must be lists of numbers"
+    if isinstance(segm, dict):
+        size, counts = segm.get("size"), segm.get("counts")
+        if not (
+            isinstance(size, list) and len(size) == 2 and all(coco_json.is_int_id(v) for v in size)
+        ):
+            return "an RLE needs 'size' [height, width]"
+        if isinstance(counts, str) or (
+            isinstance(counts, list) and all(coco_json.is_int_id(v) and v >= 0 for v in counts)
+        ):
+            return None
+        return "an RLE needs 'counts' (a string or a list of non-negative ints)"
+    return f"a {type(segm).__name__}, expected polygons or an RLE dict"
 
 
 def _validate(data: Any, json_file: str) -> None:
@@ -39,18 +59,24 @@ def _validate(data: Any, json_file: str) -> None:
         missing = [k for k in _REQUIRED_ANNOTATION_KEYS if k not in anno]
         if missing:
             fail(f"annotation {ident} lacks {missing}")
-        if "id" in anno:
-            if anno["id"] in ann_ids:
-                fail(f"annotation id {anno['id']} is not unique")
-            ann_ids.add(anno["id"])
+        if not coco_json.is_int_id(anno["id"]):
+            fail(f"annotation id {anno['id']!r} is not an int")
+        if anno["id"] in ann_ids:
+            fail(f"annotation id {anno['id']} is not unique")
+        ann_ids.add(anno["id"])
         if not coco_json.is_xywh_box(anno["bbox"]):
             fail(
                 f"annotation {ident} has bad bbox {anno['bbox']} (expected [x, y, w, h], w, h >= 0)"
             )
-        if anno["category_id"] not in cat_ids:
-            fail(f"annotation {ident} has unknown category_id {anno['category_id']}")
-        if anno["image_id"] not in img_ids:
-            fail(f"annotation {ident} refers to unknown image_id {anno['image_id']}")
+        if not coco_json.is_int_id(anno["category_id"]) or anno["category_id"] not in cat_ids:
+            fail(f"annotation {ident} has unknown category_id {anno['category_id']!r}")
+        if not coco_json.is_int_id(anno["image_id"]) or anno["image_id"] not in img_ids:
+            fail(f"annotation {ident} refers to unknown image_id {anno['image_id']!r}")
+        if not coco_json.is_finite_number(anno.get("iscrowd", 0)):
+            fail(f"annotation {ident} has iscrowd {anno['iscrowd']!r}, expected 0 or 1")
+        problem = _segmentation_problem(anno["segmentation"]) if "segmentation" in anno else None
+        if problem:
+            fail(f"annotation {ident} has a bad 'segmentation': {problem}")
 
 
 def _convert_segmentation(segm: Any) -> Any | None:
@@ -61,6 +87,31 @@ def _convert_segmentation(segm: Any) -> Any | None:
         polygons = [p for p in segm if len(p) % 2 == 0 and len(p) >= _MIN_POLYGON_COORDS]
         return polygons or None
     return None
+
+
+def _zero_size(bbox: list[float]) -> bool:
+    """Whether a COCO ``[x, y, w, h]`` box has no area (it cannot be matched or supervised)."""
+    return bbox[2] <= 0 or bbox[3] <= 0
+
+
+def _report_zero_size(
+    num_dropped: int, num_annotations: int, json_file: str, dataset_name: str | None
+) -> None:
+    """Warn about dropped zero-size boxes; raise when they were every annotation of the file."""
+    if not num_dropped:
+        return
+    name = f"dataset '{dataset_name}' ({json_file})" if dataset_name else f"'{json_file}'"
+    if num_dropped == num_annotations:
+        raise ValueError(
+            f"{name}: all {num_annotations} annotations have a zero-size box (w or h <= 0), "
+            "nothing is left to train on; check that 'bbox' is [x, y, width, height] in pixels"
+        )
+    logger.warning(
+        "%s: dropped %d of %d annotations with a zero-size box (w or h <= 0)",
+        name,
+        num_dropped,
+        num_annotations,
+    )
 
 
 def load_coco_json(
@@ -85,7 +136,8 @@ def load_coco_json(
 
     Raises:
         FileNotFoundError: ``json_file`` does not exist.
-        ValueError: the file is not valid JSON or not a COCO instances file (message says why).
+        ValueError: the file is not valid JSON or not a COCO instances file (message says why),
+            or every annotation has a zero-size box (the message names the dataset).
     """
     meta_paths = {
         "json_file": coco_json.metadata_path(json_file),
@@ -114,11 +166,15 @@ def load_coco_json(
 
     dataset_dicts = []
     num_dropped_segm = 0
+    num_degenerate = 0
     for img_id in sorted(coco.imgs):
         img = coco.imgs[img_id]
         record = coco_json.image_record(img, image_root)
         annotations = []
         for anno in coco.imgToAnns.get(img_id, []):
+            if _zero_size(anno["bbox"]):
+                num_degenerate += 1
+                continue
             obj: dict[str, Any] = {
                 "bbox": [float(v) for v in anno["bbox"]],
                 "bbox_mode": BoxMode.XYWH_ABS.value,
@@ -138,6 +194,7 @@ def load_coco_json(
         logger.warning(
             "%s: dropped %d annotations without a valid segmentation", json_file, num_dropped_segm
         )
+    _report_zero_size(num_degenerate, len(data["annotations"]), json_file, dataset_name)
     logger.info("Loaded %d images in COCO format from %s", len(dataset_dicts), json_file)
     return dataset_dicts
 

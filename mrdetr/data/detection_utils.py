@@ -57,7 +57,8 @@ def read_image(file_name: str, *, img_format: str = "RGB") -> Tensor:
         uint8 tensor [3, H, W].
 
     Raises:
-        BadImageError: the file is missing or cannot be decoded (the message names the file).
+        BadImageError: the file is missing, cannot be decoded, or has more pixels than
+            ``PIL.Image.MAX_IMAGE_PIXELS`` allows (a decompression bomb); the message names the file.
         ValueError: ``img_format`` is not supported.
     """
     if img_format not in SUPPORTED_IMAGE_FORMATS:
@@ -66,7 +67,9 @@ def read_image(file_name: str, *, img_format: str = "RGB") -> Tensor:
         with Image.open(file_name) as img:
             img = ImageOps.exif_transpose(img)
             array = np.array(img.convert("RGB"))  # writable copy
-    except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for missing/corrupt files
+    # PIL raises these for missing/corrupt files, and DecompressionBombError for more pixels than
+    # Image.MAX_IMAGE_PIXELS allows
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise BadImageError(f"Cannot read image '{file_name}': {e}") from e
     if img_format == "BGR":
         array = array[:, :, ::-1]

@@ -77,7 +77,7 @@ def read_panoptic_ids(file_name: str) -> np.ndarray:
     try:
         with Image.open(file_name) as img:
             color = np.asarray(img.convert("RGB"))
-    except (OSError, ValueError, SyntaxError) as e:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise BadImageError(f"Cannot read panoptic PNG '{file_name}': {e}") from e
     return rgb2id(color)
 
@@ -115,18 +115,33 @@ def _validate(data: Any, json_file: str) -> None:
     fail = coco_json.validation_error(json_file, "COCO panoptic")
     hint = " (a panoptic category needs 'isthing')"
     coco_json.check_images_and_categories(data, fail, _REQUIRED_CATEGORY_KEYS, hint)
+    is_int_id, is_number = coco_json.is_int_id, coco_json.is_finite_number
+    for cat in data["categories"]:
+        color = cat.get("color", [0, 0, 0])
+        if not (isinstance(color, list) and len(color) == 3 and all(map(is_int_id, color))):
+            fail(f"category {cat['id']} has color {color!r}, expected [r, g, b]")
     for anno in data["annotations"]:
         missing = [k for k in _REQUIRED_ANNOTATION_KEYS if k not in anno]
         if missing:
             fail(f"annotation of image {anno.get('image_id', '?')} lacks {missing}")
+        if not is_int_id(anno["image_id"]) or not isinstance(anno["file_name"], str):
+            fail(f"annotation {anno['image_id']!r} needs an int 'image_id' and a 'file_name'")
         if not isinstance(anno["segments_info"], list):
             fail(f"'segments_info' of image {anno['image_id']} is not a list")
         for seg in anno["segments_info"]:
+            if not isinstance(seg, dict):
+                fail(f"'segments_info' of image {anno['image_id']} holds {seg!r}, not objects")
             missing = [k for k in _REQUIRED_SEGMENT_KEYS if k not in seg]
             if missing:
                 fail(f"a segment of image {anno['image_id']} lacks {missing}")
+            if not is_int_id(seg["id"]) or not is_int_id(seg["category_id"]):
+                fail(f"segment {seg['id']!r} of image {anno['image_id']} needs int ids")
             if not coco_json.is_xywh_box(seg["bbox"]):
                 fail(f"segment {seg['id']} of image {anno['image_id']} has bad bbox {seg['bbox']}")
+            if not all(is_number(seg.get(k, 0)) for k in ("iscrowd", "area")):
+                fail(
+                    f"segment {seg['id']} of image {anno['image_id']} has a non-number iscrowd/area"
+                )
 
 
 def _check_dir(path: str, what: str) -> None:

@@ -22,8 +22,8 @@ CONFIG_DUMP_NAME = "config.yaml"
 def default_argument_parser(epilog: str | None = None) -> argparse.ArgumentParser:
     """The detectron2-style training CLI.
 
-    Flags: ``--config-file``, ``--resume``, ``--eval-only``, ``--num-gpus``, ``--num-machines``,
-    ``--machine-rank``, ``--dist-url``, then ``key=value`` config overrides.
+    Flags: ``--config-file``, ``--resume``, ``--eval-only``, ``--traceback``, ``--num-gpus``,
+    ``--num-machines``, ``--machine-rank``, ``--dist-url``, then ``key=value`` config overrides.
     """
     epilog = epilog or (
         "Examples:\n\n"
@@ -49,6 +49,11 @@ def default_argument_parser(epilog: str | None = None) -> argparse.ArgumentParse
         "train.init_checkpoint and start at iteration 0)",
     )
     parser.add_argument("--eval-only", action="store_true", help="evaluate train.init_checkpoint")
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help="show the full traceback of config, data and checkpoint errors (also MRDETR_DEBUG=1)",
+    )
     parser.add_argument("--num-gpus", type=int, default=1, help="processes per machine")
     parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")
     parser.add_argument(

@@ -10,10 +10,11 @@ Example::
     print(dets.boxes, dets.scores, dets.class_names)
 
 Inputs are file paths, numpy arrays [H, W, 3] (channel order given by ``input_format``) or tensors
-[3, H, W] in RGB (uint8 or float 0..255). Each image is resized so its shorter side is
-``min_size_test`` (longer side capped at ``max_size_test``), images of equal resized size are run
-together in batches of ``batch_size`` (so a batch needs no padding and gives the same detections as
-single-image calls), and boxes come back in the coordinates of the ORIGINAL image.
+[3, H, W] in RGB (uint8 or float 0..255; float inputs with NaN/inf are refused). Each image is
+resized so its shorter side is ``min_size_test`` (longer side capped at ``max_size_test``, no side
+below 1 pixel), images of equal resized size are run together in batches of ``batch_size`` (so a
+batch needs no padding and gives the same detections as single-image calls), and boxes come back
+in the coordinates of the ORIGINAL image.
 """
 
 from __future__ import annotations
@@ -148,7 +149,26 @@ def _to_rgb_tensor(image: ImageInput, input_format: str, index: int) -> Tensor:
         raise TypeError(
             f"image {index}: expected a file path, a numpy array or a tensor, got {type(image).__name__}"
         )
-    return tensor if tensor.dtype == torch.uint8 else tensor.float()
+    if tensor.dtype == torch.uint8:
+        return tensor
+    tensor = tensor.float()
+    bad = int((~torch.isfinite(tensor)).sum())
+    if bad:
+        raise ValueError(
+            f"image {index}: {bad} of {tensor.numel()} pixel values are NaN or inf "
+            f"(shape {tuple(tensor.shape)}); expected finite values in 0..255"
+        )
+    return tensor
+
+
+def _describe_input(image: ImageInput, model_input: dict[str, Any], index: int) -> str:
+    """``image 3 'a.jpg' (1x5000 pixels, resized to 1x1333)`` for error messages."""
+    name = f" '{os.fspath(image)}'" if isinstance(image, (str, os.PathLike)) else ""
+    h, w = model_input["image"].shape[-2:]
+    return (
+        f"image {index}{name} ({model_input['height']}x{model_input['width']} pixels, "
+        f"resized to {h}x{w})"
+    )
 
 
 class Predictor:
@@ -245,7 +265,11 @@ class Predictor:
         h, w = rgb.shape[-2:]
         if h == 0 or w == 0:
             raise ValueError(f"image {index}: empty image of size {h}x{w}")
-        size = shortest_edge_size(h, w, self.min_size_test, self.max_size_test)
+        # an extreme aspect ratio (1 x 5000) would round the short side to 0: keep >= 1 pixel
+        size = tuple(
+            max(1, side)
+            for side in shortest_edge_size(h, w, self.min_size_test, self.max_size_test)
+        )
         resized = TF.resize(rgb, list(size), antialias=True) if size != (h, w) else rgb
         return {"image": resized.float(), "height": int(h), "width": int(w)}
 
@@ -308,8 +332,12 @@ class Predictor:
         for indices in groups.values():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
-                with self._autocast():
-                    outputs = self.model([inputs[i] for i in chunk])
+                try:
+                    with self._autocast():
+                        outputs = self.model([inputs[i] for i in chunk])
+                except ValueError as exc:  # e.g. an image too small for the model: name it
+                    names = ", ".join(_describe_input(items[i], inputs[i], i) for i in chunk)
+                    raise ValueError(f"{names}: {exc}") from exc
                 for i, out in zip(chunk, outputs):
                     results[i] = self._to_detections(out["instances"], thr)
         return results[0] if single else results

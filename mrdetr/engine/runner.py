@@ -28,6 +28,7 @@ from mrdetr.utils import comm
 from mrdetr.utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardXWriter
 
 __all__ = [
+    "apply_configured_lrs",
     "build_ema",
     "build_lr_scheduler",
     "build_model",
@@ -172,6 +173,34 @@ class LoaderSeed:
         self.seed = int(state["seed"])
 
 
+def apply_configured_lrs(scheduler: LRMultiplier, configured: list[float]) -> None:
+    """After a resume, keep the config's base LRs (e.g. ``--resume optimizer.lr=1e-3``).
+
+    The checkpoint restores the scheduler's and optimizer's base LRs; when they differ from the
+    ones the config gives now, the config's win (as a detectron2 user expects from an override)
+    and a warning names both. The schedule position is the checkpoint's.
+
+    Args:
+        scheduler: the restored scheduler.
+        configured: its per-group base LRs as built from the config, before the resume.
+    """
+    restored = list(scheduler.base_lrs)
+    if restored == configured:
+        return
+    logger.warning(
+        "Resume: applying the configured base LRs %s instead of the checkpoint's %s "
+        "(optimizer.lr changed since the checkpoint was written).",
+        configured,
+        restored,
+    )
+    scheduler.base_lrs = list(configured)
+    lrs = scheduler.get_lr()
+    for group, base_lr, lr in zip(scheduler.optimizer.param_groups, configured, lrs):
+        group["initial_lr"] = base_lr
+        group["lr"] = lr
+    scheduler._last_lr = lrs
+
+
 def do_train(cfg: Any, args: argparse.Namespace) -> Trainer:
     """Build everything from ``cfg`` and train; resume when ``args.resume``.
 
@@ -182,6 +211,7 @@ def do_train(cfg: Any, args: argparse.Namespace) -> Trainer:
     model = build_model(cfg)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_lr_scheduler(cfg, optimizer)
+    configured_lrs = list(scheduler.base_lrs)
     ema = build_ema(cfg, model)
     device_type = next(model.parameters()).device.type
     grad_scaler = build_grad_scaler(
@@ -201,8 +231,12 @@ def do_train(cfg: Any, args: argparse.Namespace) -> Trainer:
         data_loader=loader_seed,
     )
     start_iter = checkpointer.resume_or_load(
-        cfg.train.init_checkpoint, resume=bool(getattr(args, "resume", False))
+        cfg.train.init_checkpoint,
+        resume=bool(getattr(args, "resume", False)),
+        min_match=_init_min_match(cfg),
     )
+    if start_iter > 0:
+        apply_configured_lrs(scheduler, configured_lrs)
     # the data stream is a function of this seed: a resumed run continues the same stream
     loader_values: dict[str, Any] = {"seed": loader_seed.seed}
     ddp_model = create_ddp_model(model, **dict(cfg.train.get("ddp", {})))
@@ -250,7 +284,11 @@ def _load_for_eval(cfg: Any, model: nn.Module) -> None:
         ema.copy_to(model)
         logger.info("Evaluating the EMA weights of %s.", path)
         return
-    Checkpointer(model, save_to_disk=False).load_weights(path)
+    Checkpointer(model, save_to_disk=False).load_weights(path, min_match=_init_min_match(cfg))
+
+
+def _init_min_match(cfg: Any) -> float:
+    return float(cfg.train.get("init_checkpoint_min_match", 0.0))
 
 
 def prepare_config(cfg: Any) -> Any:

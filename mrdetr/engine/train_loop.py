@@ -95,11 +95,13 @@ class Trainer:
             ``None`` disables clipping. The official recipe uses 0.1.
         grad_clip_norm_type: norm type for clipping.
         grad_accum_steps: micro-batches per optimizer step (see the module docstring).
-        nan_policy: what to do with a non-finite total loss (or, without a ``GradScaler``,
-            non-finite gradients of a finite loss): ``"stop"`` raises ``FloatingPointError``
-            naming the iteration and the non-finite loss terms before the optimizer steps, so no
-            checkpoint ever holds such weights; ``"skip"`` drops that iteration's update (logged
-            as ``skipped_nonfinite``). The decision is shared by all ranks.
+        nan_policy: what to do with a non-finite total loss, a ``FloatingPointError`` raised by
+            the model's forward (the criterion raises one when outputs hold NaN/inf before
+            matching), or, without a ``GradScaler``, non-finite gradients of a finite loss:
+            ``"stop"`` raises ``FloatingPointError`` naming the iteration and the non-finite
+            loss terms (or outputs) before the optimizer steps, so no checkpoint ever holds such
+            weights; ``"skip"`` drops that iteration's update (logged as ``skipped_nonfinite``).
+            The decision is shared by all ranks.
         grad_scaler: an existing scaler (e.g. one already registered with the checkpointer);
             default: built from ``amp_enabled``/``amp_dtype``.
     """
@@ -183,8 +185,14 @@ class Trainer:
                     self.run_step()
                     self._call_hooks("after_step")
                 self.iter += 1  # == max_iter: tells after_train the run completed
-            except Exception:
-                logger.exception("Exception during training at iteration %d:", self.iter)
+            except Exception as exc:
+                # one line: the command line decides whether the traceback is shown
+                logger.error(
+                    "Exception during training at iteration %d: %s: %s",
+                    self.iter,
+                    type(exc).__name__,
+                    exc,
+                )
                 raise
             finally:
                 self.storage.iter = self.iter
@@ -204,15 +212,26 @@ class Trainer:
     def _nonfinite_message(self, loss_dict: Mapping[str, torch.Tensor], micro: int) -> str:
         bad = {k: float(v.detach().float().item()) for k, v in loss_dict.items()}
         bad = {k: v for k, v in bad.items() if not math.isfinite(v)}
-        where = (
-            f" (micro-batch {micro + 1}/{self.grad_accum_steps})"
-            if self.grad_accum_steps > 1
-            else ""
-        )
+        where = self._micro_batch_note(micro)
         if not bad:
             return f"Loss became non-finite on another rank at iteration {self.iter}{where}."
         terms = ", ".join(f"{k}={v}" for k, v in bad.items())
         return f"Loss became non-finite at iteration {self.iter}{where}: {terms}."
+
+    def _nan_flag(self) -> torch.Tensor:
+        device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
+        return torch.tensor(math.nan, device=device)
+
+    def _micro_batch_note(self, micro: int) -> str:
+        if self.grad_accum_steps == 1:
+            return ""
+        return f" (micro-batch {micro + 1}/{self.grad_accum_steps})"
+
+    def _nonfinite_output_message(self, exc: FloatingPointError, micro: int) -> str:
+        return (
+            f"Model outputs became non-finite at iteration {self.iter}"
+            f"{self._micro_batch_note(micro)}: {exc}."
+        )
 
     def run_step(self) -> None:
         """One optimizer step over ``grad_accum_steps`` micro-batches."""
@@ -229,10 +248,17 @@ class Trainer:
             no_sync = getattr(self.model, "no_sync", None)
             sync_ctx = contextlib.nullcontext() if last or no_sync is None else no_sync()
             with sync_ctx:
-                with torch.amp.autocast(
-                    device_type=self.device_type, dtype=self.amp_dtype, enabled=self.amp_enabled
-                ):
-                    loss_dict = self.model(batch)
+                try:
+                    with torch.amp.autocast(
+                        device_type=self.device_type,
+                        dtype=self.amp_dtype,
+                        enabled=self.amp_enabled,
+                    ):
+                        loss_dict = self.model(batch)
+                except FloatingPointError as exc:  # e.g. non-finite outputs caught before matching
+                    self._all_finite(self._nan_flag())  # the other ranks skip or stop too
+                    self._on_nonfinite(self._nonfinite_output_message(exc, micro))
+                    return
                 if not isinstance(loss_dict, Mapping) or not loss_dict:
                     raise TypeError(
                         "Trainer: in training mode the model must return a non-empty dict of "

@@ -1,12 +1,30 @@
-"""Shared command-line helpers: one clear error line and a non-zero exit for expected failures."""
+"""Shared command-line helpers: one clear error line and a non-zero exit for expected failures.
+
+Tools (``run_cli``) print ``error: <message>`` for the usual bad-input errors and exit 1.
+``projects/train_net.py`` (``run_reporting_errors``) prints the project's own errors (config, data,
+checkpoint, divergence, a failed write) as ``error: <message>`` plus a ``hint:`` line and exits 2;
+any other exception keeps its traceback. ``MRDETR_DEBUG=1`` (or train_net's ``--traceback``) shows
+the full traceback of every error.
+"""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["EXPECTED_ERRORS", "run_cli"]
+__all__ = [
+    "DEBUG_ENV",
+    "EXPECTED_ERRORS",
+    "USER_ERROR_EXIT",
+    "debug_requested",
+    "run_cli",
+    "run_reporting_errors",
+    "user_error_hint",
+]
 
 # Errors that come from bad user input (missing files, bad values): printed as one line.
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
@@ -16,6 +34,19 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     RuntimeError,
 )
 _EXIT_FAILURE = 1
+USER_ERROR_EXIT = 2
+DEBUG_ENV = "MRDETR_DEBUG"
+_TRACEBACK_NOTE = "run with --traceback or MRDETR_DEBUG=1 for the full traceback"
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def debug_requested() -> bool:
+    """Whether ``MRDETR_DEBUG`` asks for full tracebacks (any value but ``""``/``0``)."""
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def _message(exc: BaseException) -> str:
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
 
 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
@@ -24,6 +55,73 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
     try:
         return main(argv)
     except EXPECTED_ERRORS as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {message}", file=sys.stderr)
+        if debug_requested():
+            raise
+        print(f"error: {_message(exc)}", file=sys.stderr)
         return _EXIT_FAILURE
+
+
+def _user_error_kinds() -> dict[type[BaseException], str]:
+    """The project's own error classes, each with the hint printed under its message."""
+    from ..checkpoint.checkpointer import CheckpointError
+    from ..config import ConfigKeyError, ConfigLoadError, ConfigValueError, InstantiationError
+    from ..data.detection_utils import BadImageError
+    from ..utils.video import VideoError
+
+    config_hint = "check the config file and the key=value overrides"
+    return {
+        ConfigKeyError: config_hint,
+        ConfigValueError: config_hint,
+        ConfigLoadError: "fix the config file named above (or one it imports)",
+        InstantiationError: "check the arguments of the config node named above and the data "
+        "paths (MRDETR_DATASETS / DETECTRON2_DATASETS)",
+        CheckpointError: "check train.init_checkpoint and the checkpoints in train.output_dir",
+        BadImageError: "check the dataset's image folder and file names "
+        "(MRDETR_DATASETS / DETECTRON2_DATASETS)",
+        VideoError: "check the video file",
+        FloatingPointError: "lower optimizer.lr, keep train.clip_grad enabled, or set "
+        "train.nan_policy=skip to drop such iterations",
+    }
+
+
+def user_error_hint(exc: BaseException) -> str | None:
+    """The hint for one of the project's own errors, or ``None`` for an unexpected exception.
+
+    A failed write of a named file (``OSError`` with an errno and a file name, e.g. a full disk)
+    counts as the user's: its message names the path and the errno.
+    """
+    for kind, hint in _user_error_kinds().items():
+        if isinstance(exc, kind):
+            return hint
+    if isinstance(exc, OSError) and exc.errno is not None and exc.filename:
+        if exc.errno in _DISK_ERRNOS:
+            return "free disk space or choose another train.output_dir"
+        return "check the path and its permissions"
+    return None
+
+
+def run_reporting_errors(
+    func: Callable[[], Any], *, traceback: bool = False, exit_code: int = USER_ERROR_EXIT
+) -> int:
+    """Run ``func()``; print one of our errors as ``error:`` and ``hint:`` lines.
+
+    Args:
+        func: the command's body.
+        traceback: re-raise every error (full traceback), as ``MRDETR_DEBUG=1`` does.
+        exit_code: the status returned for the project's own errors.
+
+    Returns:
+        0 after success, ``exit_code`` after one of our errors; other exceptions propagate.
+    """
+    try:
+        func()
+    except Exception as exc:
+        hint = user_error_hint(exc)
+        if hint is None or traceback or debug_requested():
+            # keep the traceback in the run's log.txt too (the trainer logs one line only)
+            logging.getLogger("mrdetr").error("Traceback of the error below:", exc_info=True)
+            raise
+        print(f"error: {_message(exc)}", file=sys.stderr)
+        print(f"hint: {hint} ({_TRACEBACK_NOTE})", file=sys.stderr)
+        return exit_code
+    return 0

@@ -7,9 +7,13 @@
 
 Images: ``--input`` takes files, glob patterns and directories. With several inputs ``--output`` is a
 directory (created if needed, one file per input with the same base name); with one input it may be a
-file. Videos are written at the source FPS and size with a codec this OpenCV can write (``.mp4``:
-mp4v, ``.avi``: MJPG, ``.mkv``: x264 when available), with a progress bar. Existing output files are
-never overwritten, and outputs are written atomically (no half file after an error).
+file. Every input image is decoded once before the model is built; if any cannot be read (missing,
+truncated, not an image, too many pixels) the demo stops before writing anything and lists them all.
+With ``--skip-bad`` it processes the readable images instead, then lists the unreadable ones at the
+end and exits with status 1. Videos are written at the source FPS and size with a codec this
+OpenCV can write (``.mp4``: mp4v, ``.avi``: MJPG, ``.mkv``: x264 when available), with a progress
+bar. Existing output files are never overwritten, and outputs are written atomically (no half file
+after an error).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import contextlib
 import glob
 import logging
 import os
+import sys
 from collections.abc import Iterable
 
 import cv2
@@ -35,6 +40,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 WINDOW_NAME = "mrdetr demo"
 _ESC_KEY = 27
 _IGNORED_OVERRIDES = ("model.device=",)  # official CPU recipe; our model follows train.device
+_LISTED_BAD_IMAGES = 10  # unreadable inputs named in one message
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--img_format", default="RGB", choices=("RGB", "BGR"), help="model input order")
     p.add_argument("--metadata_dataset", default="coco_2017_val", help="dataset for class names")
     p.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score shown")
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="process the readable input images, list the unreadable ones at the end (exit 1)",
+    )
     p.add_argument("--opts", nargs="*", default=[], help="config overrides key=value ...")
     return p
 
@@ -96,18 +107,33 @@ def _image_outputs(inputs: list[str], output: str) -> list[str]:
     return targets
 
 
-def _check_images(paths: list[str]) -> None:
-    """Fail on an unreadable image before any output is written."""
-    from PIL import Image
+def _unreadable_images(paths: list[str]) -> dict[str, str]:
+    """Decode every image once (as the demo will) and return ``{path: reason}`` for the bad ones."""
+    from ..data.detection_utils import BadImageError, read_image
 
-    from ..data.detection_utils import BadImageError
-
+    bad: dict[str, str] = {}
     for path in paths:
         try:
-            with Image.open(path) as img:
-                img.verify()
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise BadImageError(f"Cannot read image '{path}': {exc}") from exc
+            read_image(path, img_format="BGR")
+        except BadImageError as exc:
+            bad[path] = str(exc)
+    return bad
+
+
+def _check_images(paths: list[str]) -> None:
+    """Fail, naming every unreadable image, before any output is written."""
+    from ..data.detection_utils import BadImageError
+
+    bad = _unreadable_images(paths)
+    if bad:
+        shown = "; ".join(list(bad.values())[:_LISTED_BAD_IMAGES])
+        more = (
+            f" (and {len(bad) - _LISTED_BAD_IMAGES} more)" if len(bad) > _LISTED_BAD_IMAGES else ""
+        )
+        raise BadImageError(
+            f"{len(bad)} of {len(paths)} input images cannot be read, nothing was written: "
+            f"{shown}{more}. Pass --skip-bad to process the readable ones."
+        )
 
 
 def _show(image_bgr: np.ndarray) -> bool:
@@ -149,15 +175,23 @@ class _Demo:
         return np.ascontiguousarray(vis[:, :, ::-1]), len(dets)
 
 
-def _run_images(demo: _Demo, args: argparse.Namespace) -> None:
-    from ..data.detection_utils import read_image
+def _run_images(demo: _Demo, args: argparse.Namespace) -> dict[str, str]:
+    """Process every input image; returns ``{path: reason}`` of those skipped (``--skip-bad``)."""
+    from ..data.detection_utils import BadImageError, read_image
     from ..utils.visualizer import save_image
 
     inputs = expand_inputs(args.input)
-    _check_images(inputs)
     targets = _image_outputs(inputs, args.output) if args.output else [None] * len(inputs)
+    skipped: dict[str, str] = {}
     for path, target in zip(tqdm(inputs, disable=not args.output), targets):
-        frame = read_image(path, img_format="BGR").permute(1, 2, 0).numpy()
+        try:
+            frame = read_image(path, img_format="BGR").permute(1, 2, 0).numpy()
+        except BadImageError as exc:
+            if not args.skip_bad:
+                raise
+            skipped[path] = str(exc)
+            logger.warning("skipping %s", exc)
+            continue
         vis, n = demo.draw(frame)
         logger.info("%s: %d detections", path, n)
         if target is None:
@@ -165,6 +199,20 @@ def _run_images(demo: _Demo, args: argparse.Namespace) -> None:
                 break
         else:
             save_image(target, vis[:, :, ::-1])
+    return skipped
+
+
+def _report_skipped(skipped: dict[str, str], total: int) -> int:
+    """Print the unreadable inputs (one per line) on stderr; the exit status (1 if any)."""
+    if not skipped:
+        return 0
+    lines = "\n".join(f"  {reason}" for reason in skipped.values())
+    print(
+        f"error: {len(skipped)} of {total} input images could not be read and were skipped:\n"
+        f"{lines}",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _video_output(video: str, output: str) -> str:
@@ -232,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError("--webcam shows a window only; --output is not supported with it")
     if args.input:  # fail on bad inputs or outputs before the model is built
         inputs = expand_inputs(args.input)
-        _check_images(inputs)
+        if not args.skip_bad:
+            _check_images(inputs)
         if args.output:
             _image_outputs(inputs, args.output)
     if args.video_input:
@@ -244,8 +293,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     demo = _Demo(args)
     if args.input:
-        _run_images(demo, args)
-    elif args.video_input:
+        return _report_skipped(_run_images(demo, args), len(inputs))
+    if args.video_input:
         _run_video(demo, args)
     else:
         _run_webcam(demo)

@@ -7,7 +7,10 @@ reads ``DIR/model_{iter:07d}.pth`` for every iteration and writes ``DIR/meanmode
 ``{"model": sum_i w_i * theta_i}``. Floating-point tensors are averaged (in float64, stored in their
 own dtype); integer/bool buffers (e.g. Swin's ``relative_position_index``) are copied from the newest
 checkpoint. All files must exist and agree in keys and shapes, and the weights must sum to 1. The
-output is written atomically (:func:`mrdetr.utils.file_io.atomic_write`). Evaluate it with
+output is written atomically (:func:`mrdetr.utils.file_io.atomic_write`). It never replaces an input, a
+``model_*.pth`` training checkpoint or another file of the run (``last_checkpoint``,
+``config.yaml``, ``log.txt``, ``metrics.json``), and it stays inside ``--folder`` unless
+``--allow-outside-folder`` is given. Evaluate it with
 ``--eval-only train.init_checkpoint=DIR/meanmodel.pth``.
 """
 
@@ -24,13 +27,22 @@ from torch import Tensor
 
 from mrdetr.utils.file_io import atomic_write
 
-__all__ = ["checkpoint_path", "main", "mean_state_dicts", "model_mean", "parse_list"]
+__all__ = [
+    "checkpoint_path",
+    "main",
+    "mean_state_dicts",
+    "model_mean",
+    "output_path",
+    "parse_list",
+]
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = "model_{:07d}.pth"
 DEFAULT_OUTPUT = "meanmodel.pth"
 WEIGHT_SUM_TOLERANCE = 1e-6
+RUN_FILES = ("last_checkpoint", "config.yaml", "log.txt", "metrics.json")
+TRAINING_CHECKPOINT_PREFIX = "model_"
 
 
 def checkpoint_path(folder: str, iteration: int) -> str:
@@ -101,6 +113,42 @@ def mean_state_dicts(
     return out
 
 
+def output_path(
+    folder: str, output: str, inputs: Sequence[str], *, allow_outside_folder: bool = False
+) -> str:
+    """Where ``--output`` writes, after checking that it harms no file of the run.
+
+    Args:
+        folder: the run's checkpoint folder.
+        output: a file name inside ``folder`` or a path (relative paths are taken inside
+            ``folder``).
+        inputs: the checkpoints being averaged.
+        allow_outside_folder: permit a path that leaves ``folder``.
+
+    Raises:
+        ValueError: the output is an input checkpoint, is named ``model_*.pth`` or like another
+            file of a run, or lies outside ``folder`` without ``allow_outside_folder``.
+    """
+    path = output if os.path.isabs(output) else os.path.join(folder, output)
+    real, real_folder = os.path.realpath(path), os.path.realpath(folder)
+    name = os.path.basename(real)
+    if os.path.exists(real) and any(os.path.samefile(p, real) for p in inputs):
+        raise ValueError(f"--output {output}: this is one of the input checkpoints ({path})")
+    if name.startswith(TRAINING_CHECKPOINT_PREFIX) and name.endswith(".pth"):
+        raise ValueError(
+            f"--output {output}: refusing to write a model_*.pth file (the name of a run's "
+            f"training checkpoints); choose another name, e.g. {DEFAULT_OUTPUT}"
+        )
+    if name in RUN_FILES:
+        raise ValueError(f"--output {output}: refusing to replace a run's {name}")
+    if os.path.commonpath([real, real_folder]) != real_folder and not allow_outside_folder:
+        raise ValueError(
+            f"--output {output}: resolves to {real}, outside --folder {folder}; pass "
+            "--allow-outside-folder to write there"
+        )
+    return path
+
+
 def model_mean(
     folder: str,
     iters: Sequence[int],
@@ -108,6 +156,7 @@ def model_mean(
     *,
     use_ema: bool = False,
     output: str = DEFAULT_OUTPUT,
+    allow_outside_folder: bool = False,
 ) -> str:
     """Average ``folder/model_{iter}.pth`` with ``weights`` and write ``folder/output``.
 
@@ -116,7 +165,8 @@ def model_mean(
 
     Raises:
         FileNotFoundError: a checkpoint is missing (all missing files are named).
-        ValueError: mismatched checkpoints or weights.
+        ValueError: mismatched checkpoints or weights, or an output that :func:`output_path`
+            refuses.
     """
     if len(iters) != len(weights):
         raise ValueError(f"--iters has {len(iters)} values but --weights has {len(weights)}")
@@ -126,10 +176,10 @@ def model_mean(
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         raise FileNotFoundError(f"checkpoint file(s) not found: {', '.join(missing)}")
+    out_path = output_path(folder, output, paths, allow_outside_folder=allow_outside_folder)
     order = sorted(range(len(iters)), key=lambda i: -iters[i])  # newest first
     sds = [_read_state_dict(paths[i], use_ema) for i in order]
     mean = mean_state_dicts(sds, [weights[i] for i in order], [paths[i] for i in order])
-    out_path = output if os.path.isabs(output) else os.path.join(folder, output)
     atomic_write(out_path, lambda f: torch.save({"model": mean}, f))
     terms = " + ".join(f"{weights[i]:g}*{os.path.basename(paths[i])}" for i in range(len(iters)))
     logger.info("wrote %s = %s%s", out_path, terms, " (EMA weights)" if use_ema else "")
@@ -148,6 +198,11 @@ def build_parser(defaults: tuple[str, str] | None = None) -> argparse.ArgumentPa
                         help="comma-separated weights summing to 1, e.g. 0.8,0.15,0.05")  # fmt: skip
     parser.add_argument("--ema", action="store_true", help="average the checkpoints' EMA weights")
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="output file name inside --folder")
+    parser.add_argument(
+        "--allow-outside-folder",
+        action="store_true",
+        help="allow an --output path outside --folder",
+    )
     return parser
 
 
@@ -159,6 +214,7 @@ def main(argv: list[str] | None = None, defaults: tuple[str, str] | None = None)
         parse_list(args.weights, float, "--weights"),
         use_ema=args.ema,
         output=args.output,
+        allow_outside_folder=args.allow_outside_folder,
     )
     return 0
 

@@ -40,6 +40,7 @@ dataloader.train = L(build_detection_train_loader)(
     num_workers=4,
     aspect_ratio_grouping=True,
     seed=None,  # None: drawn once per run and stored in checkpoints (exact --resume)
+    max_consecutive_unreadable=100,  # stop, naming the files, after this many bad images in a row
 )
 
 dataloader.test = L(build_detection_test_loader)(

@@ -15,6 +15,7 @@ Hooks for the variants (each overrides one, none re-writes :meth:`MrDETRCriterio
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +23,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from mrdetr.modeling.matcher import HungarianMatcher, MatchIndices, OneToManyAssigner, Targets
-from mrdetr.modeling.matcher.utils import check_targets
+from mrdetr.modeling.matcher.utils import check_finite_predictions, check_targets
 from mrdetr.modeling.outputs import EncoderPredictions, MrDETROutput, Predictions
 from mrdetr.modeling.routes import ROUTES, Route, route_spec
 from mrdetr.utils.events import current_event_storage
@@ -30,7 +31,7 @@ from mrdetr.utils.events import current_event_storage
 from .losses import giou_loss, l1_loss, sigmoid_focal_loss
 from .naming import encoder_suffix, layer_suffix
 
-__all__ = ["LossContext", "MrDETRCriterion", "RouteLosses"]
+__all__ = ["LossContext", "MrDETRCriterion", "RouteLosses", "named_predictions"]
 
 
 @dataclass
@@ -62,6 +63,27 @@ class LossContext:
     num_boxes: float
     final_matches: dict[Route, list[MatchIndices]]
     generator: torch.Generator | None = None
+
+
+def named_predictions(outputs: MrDETROutput) -> Iterator[tuple[str, Tensor]]:
+    """Every logits/boxes tensor the criterion matches or supervises, named by route and layer.
+
+    Names read like ``"PRIMARY route, decoder layer 5: boxes"`` or ``"INSTRUCT encoder head:
+    logits"``; they are what :func:`check_finite_predictions` reports.
+    """
+    for route, route_output in outputs.routes.items():
+        for layer, pred in enumerate(route_output.layers):
+            where = f"{route.name} route, decoder layer {layer}"
+            yield f"{where}: logits", pred.logits
+            yield f"{where}: boxes", pred.boxes
+    for route, pred in outputs.encoder.items():
+        yield f"{route.name} encoder head: logits", pred.logits
+        yield f"{route.name} encoder head: boxes", pred.boxes
+        if pred.anchors is not None:
+            yield f"{route.name} encoder head: anchors", pred.anchors
+    for route, layers in outputs.denoising.items():
+        for layer, pred in enumerate(layers):
+            yield f"{route.name} route, denoising layer {layer}: boxes", pred.boxes
 
 
 class MrDETRCriterion(nn.Module):
@@ -149,9 +171,14 @@ class MrDETRCriterion(nn.Module):
         Returns:
             ``{name: scalar float32 tensor}`` with the official names (``loss_class``, ``loss_bbox_0``,
             ``loss_giou_group_3``, ``loss_class_sep_5``, ``loss_bbox_enc_o2m``, ...).
+
+        Raises:
+            NonFiniteOutputError: a logits/boxes tensor holds NaN or inf (named by route and
+                layer); checked before any matching.
         """
         for route in list(outputs.routes) + list(outputs.encoder):
             route_spec(route)
+        check_finite_predictions(named_predictions(outputs))
         reference = self._any_prediction(outputs)
         targets = self.prepare_targets(targets, reference)
         num_boxes = self.num_boxes(targets, reference.device)

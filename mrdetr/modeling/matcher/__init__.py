@@ -2,6 +2,12 @@
 
 from .hungarian import HungarianMatcher
 from .one_to_many import OneToManyAssigner
-from .utils import MatchIndices, Targets
+from .utils import MatchIndices, NonFiniteOutputError, Targets
 
-__all__ = ["HungarianMatcher", "MatchIndices", "OneToManyAssigner", "Targets"]
+__all__ = [
+    "HungarianMatcher",
+    "MatchIndices",
+    "NonFiniteOutputError",
+    "OneToManyAssigner",
+    "Targets",
+]

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from mrdetr.structures import box_cxcywh_to_xyxy, generalized_box_iou
 
-from .utils import MatchIndices, Targets, check_targets, empty_match
+from .utils import MatchIndices, NonFiniteOutputError, Targets, check_targets, empty_match
 
 __all__ = ["HungarianMatcher"]
 
@@ -109,6 +109,12 @@ class HungarianMatcher(nn.Module):
             giou = generalized_box_iou(box_cxcywh_to_xyxy(out_bbox), box_cxcywh_to_xyxy(tgt_bbox))
             cost = cost + self.cost_giou * -giou
             cost = cost.view(bs, num_queries, -1).cpu()
+        if not bool(torch.isfinite(cost).all()):  # linear_sum_assignment would reject it
+            raise NonFiniteOutputError(
+                f"HungarianMatcher: the cost matrix {list(cost.shape)} holds "
+                f"{int(torch.isnan(cost).sum())} NaN and {int(torch.isinf(cost).sum())} inf "
+                "values (non-finite predicted logits or boxes)"
+            )
 
         indices = []
         for i, c in enumerate(cost.split(sizes, dim=-1)):

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["MatchIndices", "Targets", "check_targets", "empty_match"]
+__all__ = [
+    "MatchIndices",
+    "NonFiniteOutputError",
+    "Targets",
+    "check_finite_predictions",
+    "check_targets",
+    "empty_match",
+]
 
 # (query_idx int64 [k], gt_idx int64 [k]) of one image.
 MatchIndices = tuple[Tensor, Tensor]
@@ -50,3 +57,40 @@ def check_targets(targets: Targets, boxes: Tensor, owner: str) -> None:
                 f"{owner}: targets[{i}]['labels'] must be [n] with n = {gt_boxes.shape[0]} "
                 f"(the number of boxes), got shape {tuple(labels.shape)}"
             )
+
+
+class NonFiniteOutputError(FloatingPointError):
+    """A model output that is about to be matched holds NaN or inf (the training diverged).
+
+    A ``FloatingPointError``, so the trainer applies its ``nan_policy`` to it as to a
+    non-finite loss.
+    """
+
+
+def check_finite_predictions(named: Iterable[tuple[str, Tensor]]) -> None:
+    """Raise :class:`NonFiniteOutputError` naming every non-finite output, before any matching.
+
+    One device synchronisation for all tensors; the names are only built on failure.
+
+    Args:
+        named: ``(name, tensor)`` pairs, e.g. ``("PRIMARY route, decoder layer 5: boxes", t)``.
+    """
+    items = [(name, t) for name, t in named if t.numel() > 0]
+    if not items:
+        return
+    flags = torch.stack([torch.isfinite(t.detach()).all() for _, t in items])
+    if bool(flags.all()):
+        return
+    bad = []
+    for (name, t), ok in zip(items, flags.tolist()):
+        if not ok:
+            t = t.detach()
+            bad.append(
+                f"{name} {list(t.shape)} has {int(torch.isnan(t).sum())} NaN and "
+                f"{int(torch.isinf(t).sum())} inf values"
+            )
+    raise NonFiniteOutputError(
+        f"non-finite model outputs before matching ({len(bad)} of {len(items)} tensors): "
+        + "; ".join(bad[:4])
+        + (f"; ... ({len(bad) - 4} more)" if len(bad) > 4 else "")
+    )
