@@ -18,6 +18,8 @@ from mrdetr.data.synthetic import generate_synthetic_dataset
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "projects/mr_detr_deformable/configs/quickstart_synthetic.py"
 BOUNDED = [
+    # the full method (the shipped quick start trains PRIMARY only, see test_quickstart_routes)
+    'model.train_routes=["primary","instruct","sep_ffn"]',
     "train.max_iter=4",
     "train.eval_period=4",
     "train.checkpointer.period=2",
@@ -85,3 +87,14 @@ def test_quickstart_trains_evaluates_and_resumes_exactly(datasets_root, tmp_path
         f"train.init_checkpoint={run / 'model_final.pth'}",
     )
     assert "copypaste: AP,AP50" in proc.stdout + proc.stderr
+
+
+def test_quickstart_routes_follow_the_route_study():
+    """The detection quick start ships the setting the route study measured best at its budget
+    (docs/route_study.md); the Mr. DETR++ quick starts keep the routes their MoE is built for."""
+    from mrdetr.config import LazyConfig
+
+    assert list(LazyConfig.load(str(CONFIG)).model.train_routes) == ["primary"]
+    for name in ("quickstart_synthetic_pp.py", "quickstart_synthetic_panoptic.py"):
+        cfg = LazyConfig.load(str(REPO / "projects/mr_detr_pp_align/configs" / name))
+        assert list(cfg.model.train_routes) == ["primary", "instruct", "sep_ffn"], name

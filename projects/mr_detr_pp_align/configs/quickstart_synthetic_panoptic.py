@@ -21,6 +21,8 @@ from ...mr_detr_deformable.configs.quickstart_synthetic import (
 # python -m mrdetr.data.synthetic_panoptic defaults: 6 shape classes (things) + 3 background classes
 model = add_panoptic(add_mask_head(model), num_classes=9, num_thing_classes=6)
 model = add_plusplus_moe(model)
+# the route-aware MoE needs the one-to-many routes (the detection quick start trains PRIMARY only)
+model.train_routes = ["primary", "instruct", "sep_ffn"]
 model.num_queries = 50
 model.select_box_nums_for_evaluation = 50
 model.criterion.one_to_many_matcher.num_queries = 150  # as the quick start (add_mask_head sets 300)

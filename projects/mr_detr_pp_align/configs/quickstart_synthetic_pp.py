@@ -11,4 +11,6 @@ from ...mr_detr_deformable.configs.quickstart_synthetic import (
 )
 
 model = add_plusplus_moe(model)
+# the route-aware MoE needs the one-to-many routes (the detection quick start trains PRIMARY only)
+model.train_routes = ["primary", "instruct", "sep_ffn"]
 train.output_dir = "./output/quickstart_synthetic_pp"
