@@ -30,7 +30,11 @@ def run_metrics(run: dict) -> dict[str, dict[int, float]]:
         "primary AP": {int(c[0]): c[1] for c in run["curve"]},
         "primary AP50": {int(c[0]): c[2] for c in run["curve"]},
     }
+    evaluated = set(metrics["primary AP"])
     for it, report in run.get("diagnostics", {}).items():
+        # diagnostics are keyed by steps taken (model_0000174.pth: 175); the evaluation after that
+        # step may be logged at the 0-based iteration (174): show both in one column
+        it = int(it) - 1 if int(it) not in evaluated and int(it) - 1 in evaluated else int(it)
         for label, route, key in DIAGNOSTIC_METRICS:
             if route == "o2m":
                 value = report.get("one_to_many", {}).get(key)
