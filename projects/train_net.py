@@ -3,21 +3,13 @@
 
     python projects/train_net.py --config-file CFG [--num-gpus N] [--resume] [--eval-only] [key=value ...]
 
-All logic lives in :mod:`mrdetr.engine.runner`; this script only parses arguments and launches.
+All logic lives in :mod:`mrdetr.engine.runner`; this script only parses arguments and launches
+(through :func:`mrdetr.tools.train_net.main`, which is also the ``mrdetr-train`` command).
 """
 
 from __future__ import annotations
 
-from mrdetr.engine import default_argument_parser, launch
-from mrdetr.engine.runner import main
+from mrdetr.tools.train_net import main
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    raise SystemExit(main())
