@@ -77,25 +77,36 @@ class Detections:
 
 
 def resolve_config_path(name: str | os.PathLike) -> str:
-    """Map a user-given config name to a file. The one place where model-zoo names will be added.
+    """Map a user-given config name (a file, or a model-zoo name) to a file.
 
     Raises:
-        FileNotFoundError: ``name`` is not an existing config file.
+        FileNotFoundError: ``name`` is neither an existing config file nor a model-zoo name.
     """
+    from ..model_zoo import get_config_file, list_models
+
     path = os.fspath(name)
     if os.path.isfile(path):
         return path
+    if path in list_models():
+        return str(get_config_file(path))
     raise FileNotFoundError(
-        f"config file not found: '{path}' (expected a path to a .py or .yaml config)"
+        f"config file not found: '{path}' (expected a path to a .py or .yaml config, or a "
+        "model zoo name: mrdetr.model_zoo.list_models())"
     )
 
 
 def load_config(cfg_or_path: Any, opts: Sequence[str] | None = None) -> Any:
-    """Load a LazyConfig from a path (or take a loaded one) and apply ``key=value`` overrides."""
+    """Load a LazyConfig from a path or model-zoo name (or take a loaded one), apply overrides.
+
+    A model-zoo name sets ``train.init_checkpoint`` to the released weights of that model.
+    """
     from ..config import LazyConfig
+    from ..model_zoo import get_config
 
     if isinstance(cfg_or_path, (str, os.PathLike)):
-        cfg = LazyConfig.load(resolve_config_path(cfg_or_path))
+        path = resolve_config_path(cfg_or_path)
+        is_zoo_name = path != os.fspath(cfg_or_path)
+        cfg = get_config(os.fspath(cfg_or_path)) if is_zoo_name else LazyConfig.load(path)
     else:
         cfg = cfg_or_path
     if opts:
@@ -120,14 +131,19 @@ def build_predictor_model(
 ) -> nn.Module:
     """Instantiate ``cfg.model`` on ``device`` in eval mode and load ``weights`` (official or ours).
 
+    Args:
+        weights: a file, ``hf://<owner>/<repo>/<file>`` or a model-zoo name (resolved by
+            :func:`mrdetr.model_zoo.resolve_checkpoint`), or None for the model's initialisation.
+
     Raises:
-        FileNotFoundError: ``weights`` does not exist.
+        FileNotFoundError: ``weights`` cannot be found (the message says where to put it).
     """
     from ..checkpoint.official import load_official
     from ..config import instantiate
+    from ..model_zoo import resolve_checkpoint
 
-    if weights is not None and not os.path.isfile(os.fspath(weights)):
-        raise FileNotFoundError(f"checkpoint file not found: {os.fspath(weights)}")
+    if weights is not None:  # before the (slow) model build
+        weights = resolve_checkpoint(weights)
     model = instantiate(cfg.model)
     if weights is not None:
         load_official(model, weights)
@@ -165,9 +181,11 @@ class Predictor:
     """Run a Mr. DETR model on images and return :class:`Detections`.
 
     Args:
-        cfg: a loaded LazyConfig or the path of a config file.
-        weights: checkpoint to load (official layout, ``{"model": sd}`` or a plain state dict);
-            ``None`` uses ``train.init_checkpoint`` when the config sets it.
+        cfg: a loaded LazyConfig, the path of a config file or a model-zoo name (which also
+            selects its released weights).
+        weights: checkpoint to load (official layout, ``{"model": sd}`` or a plain state dict):
+            a file, ``hf://<owner>/<repo>/<file>`` or a model-zoo name; ``None`` uses
+            ``train.init_checkpoint`` when the config sets it.
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda:0"``...
         amp: run under autocast (float16 on CUDA, bfloat16 on CPU); ``None`` follows
             ``train.amp.enabled`` of the config on CUDA and is off on CPU.
