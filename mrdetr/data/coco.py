@@ -193,6 +193,9 @@ def register_coco_instances(
 ) -> None:
     """Register a COCO-format dataset under ``name`` (loaded lazily, on ``DatasetCatalog.get``).
 
+    Registering the same name with the same files again does nothing, so a config file may register
+    its datasets (it is loaded once per process and again by the tools).
+
     Args:
         name: dataset name, e.g. ``"my_dataset_train"``.
         metadata: extra metadata (may be empty); ``thing_classes`` and the id map come from the JSON.
@@ -202,6 +205,10 @@ def register_coco_instances(
     if not isinstance(name, str):
         raise TypeError(f"register_coco_instances: name must be a str, got {type(name).__name__}")
     json_file, image_root = os.fspath(json_file), os.fspath(image_root)
+    if name in DatasetCatalog:
+        known = MetadataCatalog.get(name)
+        if (known.get("json_file"), known.get("image_root")) == (json_file, image_root):
+            return  # the same registration again (a config file loaded twice)
     DatasetCatalog.register(name, lambda: load_coco_json(json_file, image_root, name))
     MetadataCatalog.get(name).set(
         json_file=json_file, image_root=image_root, evaluator_type="coco", **metadata

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from mrdetr.checkpoint.checkpointer import Checkpointer
+from mrdetr.data.validation import check_data_against_model
 from mrdetr.engine import hooks
 from mrdetr.engine.defaults import default_setup, resolve_device
 from mrdetr.engine.ema import ModelEMA, unwrap_model
@@ -183,6 +184,7 @@ def do_train(cfg: Any, args: argparse.Namespace) -> Trainer:
         # the loader counts batches; one iteration consumes grad_accum_steps of them
         cfg.dataloader.train.start_iter = start_iter * settings["grad_accum_steps"]
     train_loader = _instantiate(cfg.dataloader.train)
+    check_data_against_model(cfg, getattr(getattr(train_loader, "dataset", None), "dicts", []))
     trainer = Trainer(ddp_model, train_loader, optimizer, grad_scaler=grad_scaler, **settings)
     max_iter = int(cfg.train.max_iter)
     ckpt_cfg = cfg.train.checkpointer
