@@ -6,12 +6,16 @@ Example::
 
     predictor = Predictor("projects/mr_detr_deformable/configs/<config>.py", weights="model_final.pth")
     dets = predictor("photo.jpg", threshold=0.5)       # one image -> one Detections
-    batch = predictor([array_bgr, tensor_rgb])          # a list -> a list of Detections
+    batch = predictor([array_rgb, tensor_rgb])          # a list -> a list of Detections
+    dets = predictor(cv2.imread("photo.jpg"), format="BGR")
     print(dets.boxes, dets.scores, dets.class_names)
 
-Inputs are file paths, numpy arrays [H, W, 3] (channel order given by ``input_format``) or tensors
-[3, H, W] in RGB (uint8 or float 0..255). Each image is resized so its shorter side is
-``min_size_test`` (longer side capped at ``max_size_test``), images of equal resized size are run
+Inputs are file paths, PIL images, numpy arrays [H, W, 3] (channel order given by ``format=`` or
+``input_format``: ``cv2.imread`` gives BGR) or tensors [3, H, W] in RGB (uint8 or float 0..255). By
+default the Predictor follows the config: each image is resized as the config evaluates
+(``dataloader.test.mapper.augmentation``: shorter side ``min_size``, longer side capped at
+``max_size``), fed in the channel order the model was trained on (``dataloader.test.mapper.img_format``)
+and named with the classes of the training dataset; images of equal resized size are run
 together in batches of ``batch_size`` (so a batch needs no padding and gives the same detections as
 single-image calls), and boxes come back in the coordinates of the ORIGINAL image.
 """
@@ -27,16 +31,31 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
 from .defaults import resolve_device
+from .predictor_config import (
+    DEFAULT_SCORE_THRESHOLD,
+    cfg_get,
+    class_names_from_config,
+    model_image_format,
+    test_resize_from_config,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Detections", "ImageInput", "Predictor", "build_predictor_model", "load_config"]
+__all__ = [
+    "DEFAULT_SCORE_THRESHOLD",
+    "Detections",
+    "ImageInput",
+    "Predictor",
+    "build_predictor_model",
+    "load_config",
+]
 
-ImageInput = str | os.PathLike | np.ndarray | Tensor
+ImageInput = str | os.PathLike | Image.Image | np.ndarray | Tensor
 _INPUT_FORMATS = ("RGB", "BGR")
 _MASK_THRESHOLD = 0.5  # probability above which a soft predicted mask pixel is foreground
 
@@ -73,6 +92,30 @@ class Detections:
         masks = self.masks[keep] if self.masks is not None else None
         return Detections(
             self.boxes[keep], self.scores[keep], self.classes[keep], self.image_size, names, masks
+        )
+
+    def to_supervision(self) -> Any:
+        """These detections as a ``supervision.Detections`` (``pip install supervision``).
+
+        ``xyxy``, ``confidence``, ``class_id``, ``mask`` and ``data["class_name"]`` (when names are
+        known) are filled, so supervision's annotators and trackers take them directly.
+
+        Raises:
+            ImportError: supervision is not installed.
+        """
+        try:
+            import supervision as sv
+        except ImportError as exc:
+            raise ImportError(
+                "Detections.to_supervision() needs the supervision package: pip install supervision"
+            ) from exc
+        data = {} if self.class_names is None else {"class_name": np.array(self.class_names)}
+        return sv.Detections(
+            xyxy=self.boxes.detach().cpu().numpy().astype(np.float32),
+            confidence=self.scores.detach().cpu().numpy().astype(np.float32),
+            class_id=self.classes.detach().cpu().numpy().astype(int),
+            mask=None if self.masks is None else self.masks.detach().cpu().numpy(),
+            data=data,
         )
 
 
@@ -114,18 +157,6 @@ def load_config(cfg_or_path: Any, opts: Sequence[str] | None = None) -> Any:
     return cfg
 
 
-def _cfg_get(cfg: Any, dotted: str, default: Any = None) -> Any:
-    node = cfg
-    for part in dotted.split("."):
-        try:
-            node = node[part]
-        except (KeyError, TypeError, AttributeError):
-            return default
-        if node is None:
-            return default
-    return node
-
-
 def build_predictor_model(
     cfg: Any, weights: str | os.PathLike | None, device: torch.device
 ) -> nn.Module:
@@ -150,12 +181,19 @@ def build_predictor_model(
     return model.to(device).eval()
 
 
+def _check_format(value: str, name: str) -> None:
+    if value not in _INPUT_FORMATS:
+        raise ValueError(f"{name} must be one of {_INPUT_FORMATS}, got '{value}'")
+
+
 def _to_rgb_tensor(image: ImageInput, input_format: str, index: int) -> Tensor:
     """Convert one input to a [3, H, W] RGB tensor (uint8 stays uint8, anything else float32)."""
     if isinstance(image, (str, os.PathLike)):
         from ..data.detection_utils import read_image
 
         return read_image(os.fspath(image), img_format="RGB")
+    if isinstance(image, Image.Image):
+        return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(
@@ -172,7 +210,8 @@ def _to_rgb_tensor(image: ImageInput, input_format: str, index: int) -> Tensor:
         tensor = image.detach().cpu()
     else:
         raise TypeError(
-            f"image {index}: expected a file path, a numpy array or a tensor, got {type(image).__name__}"
+            f"image {index}: expected a file path, a PIL image, a numpy array or a tensor, "
+            f"got {type(image).__name__}"
         )
     return tensor if tensor.dtype == torch.uint8 else tensor.float()
 
@@ -189,13 +228,19 @@ class Predictor:
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda:0"``...
         amp: run under autocast (float16 on CUDA, bfloat16 on CPU); ``None`` follows
             ``train.amp.enabled`` of the config on CUDA and is off on CPU.
-        min_size_test: shorter side after the test-time resize.
-        max_size_test: cap on the longer side after the resize.
-        input_format: channel order of numpy inputs, ``"RGB"`` or ``"BGR"`` (OpenCV).
-        threshold: default score threshold (detections with score > threshold are kept).
+        min_size_test: shorter side after the test-time resize (default: the config's
+            ``dataloader.test.mapper.augmentation.min_size``).
+        max_size_test: cap on the longer side after the resize (default: the config's ``max_size``).
+        input_format: default channel order of numpy inputs, ``"RGB"`` or ``"BGR"`` (OpenCV);
+            a call's ``format=`` overrides it.
+        threshold: default score threshold (detections with score > threshold are kept),
+            :data:`DEFAULT_SCORE_THRESHOLD`.
         batch_size: images per forward pass when a list is given.
-        metadata_dataset: registered dataset whose ``thing_classes`` name the classes.
+        metadata_dataset: registered dataset whose classes name the detections (default: the
+            config's ``dataloader.train.dataset``, else ``dataloader.test.dataset``).
         opts: ``key=value`` config overrides.
+
+    The model gets its images in the channel order of ``dataloader.test.mapper.img_format``.
     """
 
     def __init__(
@@ -204,76 +249,58 @@ class Predictor:
         weights: str | os.PathLike | None = None,
         device: str | torch.device = "auto",
         amp: bool | None = None,
-        min_size_test: int = 800,
-        max_size_test: int = 1333,
+        min_size_test: int | None = None,
+        max_size_test: int | None = None,
         input_format: str = "RGB",
         *,
-        threshold: float = 0.0,
+        threshold: float = DEFAULT_SCORE_THRESHOLD,
         batch_size: int = 8,
         metadata_dataset: str | None = None,
         opts: Sequence[str] | None = None,
     ):
-        if input_format not in _INPUT_FORMATS:
-            raise ValueError(f"input_format must be one of {_INPUT_FORMATS}, got '{input_format}'")
+        _check_format(input_format, "input_format")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.cfg = load_config(cfg, opts)
+        cfg_min, cfg_max = test_resize_from_config(self.cfg)
+        min_size_test = cfg_min if min_size_test is None else int(min_size_test)
+        max_size_test = cfg_max if max_size_test is None else int(max_size_test)
         if min_size_test <= 0 or max_size_test < min_size_test:
             raise ValueError(
                 f"need 0 < min_size_test <= max_size_test, got {min_size_test}, {max_size_test}"
             )
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.cfg = load_config(cfg, opts)
+        self.model_format = model_image_format(self.cfg)
+        _check_format(self.model_format, "dataloader.test.mapper.img_format")
         self.device = resolve_device(str(device))
         if weights is None:
-            weights = _cfg_get(self.cfg, "train.init_checkpoint") or None
+            weights = cfg_get(self.cfg, "train.init_checkpoint") or None
         self.model = build_predictor_model(self.cfg, weights, self.device)
         if amp is None:
-            amp = (
-                bool(_cfg_get(self.cfg, "train.amp.enabled", False)) and self.device.type == "cuda"
-            )
+            amp = bool(cfg_get(self.cfg, "train.amp.enabled", False)) and self.device.type == "cuda"
         self.amp = bool(amp)
         self.min_size_test = int(min_size_test)
         self.max_size_test = int(max_size_test)
         self.input_format = input_format
         self.threshold = float(threshold)
         self.batch_size = int(batch_size)
-        self.class_names = self._class_names(metadata_dataset)
-
-    @staticmethod
-    def _class_names(metadata_dataset: str | None) -> list[str] | None:
-        if metadata_dataset is None:
-            return None
-        from ..data import DatasetCatalog, MetadataCatalog
-
-        def names() -> list[str] | None:
-            metadata = MetadataCatalog.get(metadata_dataset)
-            # panoptic datasets: the model's classes are all categories (``stuff_classes``)
-            key = (
-                "stuff_classes"
-                if metadata.get("evaluator_type") == "coco_panoptic_seg"
-                else "thing_classes"
-            )
-            found = metadata.get(key)
-            return list(found) if found is not None else None
-
-        if names() is None and metadata_dataset in DatasetCatalog:
-            # COCO-format datasets (synthetic_* among them) set their class names when loaded
-            try:
-                DatasetCatalog.get(metadata_dataset)
-            except (FileNotFoundError, ValueError) as exc:
-                logger.warning("no class names from '%s': %s", metadata_dataset, exc)
-        return names()
+        self.class_names = class_names_from_config(self.cfg, metadata_dataset)
 
     # ------------------------------------------------------------------------------------ steps
-    def preprocess(self, image: ImageInput, index: int = 0) -> dict[str, Any]:
-        """One input -> the model's input dict (resized RGB image, original height/width)."""
+    def preprocess(
+        self, image: ImageInput, index: int = 0, format: str | None = None
+    ) -> dict[str, Any]:
+        """One input -> the model's input dict (resized image in the model's channel order,
+        original height/width); ``format`` is the channel order of a numpy input."""
         from ..data.transforms import shortest_edge_size
 
-        rgb = _to_rgb_tensor(image, self.input_format, index)
+        rgb = _to_rgb_tensor(image, format or self.input_format, index)
         h, w = rgb.shape[-2:]
         if h == 0 or w == 0:
             raise ValueError(f"image {index}: empty image of size {h}x{w}")
         size = shortest_edge_size(h, w, self.min_size_test, self.max_size_test)
         resized = TF.resize(rgb, list(size), antialias=True) if size != (h, w) else rgb
+        if self.model_format == "BGR":
+            resized = resized.flip(0)
         return {"image": resized.float(), "height": int(h), "width": int(w)}
 
     def _autocast(self):
@@ -310,13 +337,20 @@ class Predictor:
 
     @torch.no_grad()
     def __call__(
-        self, images: ImageInput | Sequence[ImageInput], threshold: float | None = None
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        threshold: float | None = None,
+        *,
+        format: str | None = None,
     ) -> Detections | list[Detections]:
         """Detect objects in one image or a list of images.
 
         Args:
-            images: one input or a list of inputs (paths, numpy HWC arrays, CHW RGB tensors).
+            images: one input or a list of inputs (paths, PIL images, numpy HWC arrays, CHW RGB
+                tensors).
             threshold: keep detections with score > threshold (default: the constructor's).
+            format: channel order of numpy inputs, ``"RGB"`` or ``"BGR"`` (``cv2.imread``);
+                default: the constructor's ``input_format``.
 
         Returns:
             one :class:`Detections` for one input, a list for a list.
@@ -324,7 +358,9 @@ class Predictor:
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
         thr = self.threshold if threshold is None else float(threshold)
-        inputs = [self.preprocess(img, i) for i, img in enumerate(items)]
+        if format is not None:
+            _check_format(format, "format")
+        inputs = [self.preprocess(img, i, format) for i, img in enumerate(items)]
         # Batch only images of the same resized size: padding changes the neck's GroupNorm statistics
         # and the convolutions at the image border, so a padded image would not give the detections
         # it gets alone. Same-size batches (video frames, one camera) need no padding.
