@@ -3,14 +3,12 @@ masks and all-degenerate boxes fail before iteration 0 with a message naming the
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from omegaconf import OmegaConf
+from synthetic_coco import registered_coco_folder
 from tiny_model import REPO
 
-from mrdetr.data import DatasetCatalog, MetadataCatalog, register_coco_instances
-from mrdetr.data.synthetic import generate_synthetic_dataset
+from mrdetr.data import MetadataCatalog, register_coco_instances
 from mrdetr.data.validation import check_data_against_model, summarize_dataset
 from mrdetr.engine import default_argument_parser
 from mrdetr.engine.runner import main
@@ -21,23 +19,8 @@ QUICKSTART = REPO / "projects/mr_detr_deformable/configs/quickstart_synthetic.py
 @pytest.fixture(scope="module")
 def three_classes(tmp_path_factory):
     """A 3-class COCO-format dataset on disk, registered as ``<name>_train`` / ``<name>_val``."""
-    paths = generate_synthetic_dataset(
-        tmp_path_factory.mktemp("data") / "shapes3",
-        num_train=4,
-        num_val=2,
-        image_size=64,
-        num_classes=3,
-        progress=False,
-    )
-    name = f"shapes3_{uuid.uuid4().hex[:8]}"
-    for split in ("train", "val"):
-        register_coco_instances(
-            f"{name}_{split}", {}, paths[f"{split}_json"], paths[f"{split}_images"]
-        )
-    yield name
-    for split in ("train", "val"):
-        DatasetCatalog.remove(f"{name}_{split}")
-        MetadataCatalog.remove(f"{name}_{split}")
+    with registered_coco_folder(tmp_path_factory.mktemp("data") / "shapes3") as name:
+        yield name
 
 
 def _run(name: str, output, *opts: str):

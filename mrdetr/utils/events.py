@@ -181,13 +181,21 @@ class _NewScalarsMixin:
 
     def _init_tracking(self, window_size: int) -> None:
         self._window_size = window_size
-        self._last_write = -1
+        self._last_write = -2  # an evaluation before training is recorded at iteration -1
 
     def _new_scalars(self, storage: EventStorage) -> dict[int, dict[str, float]]:
         by_iter: dict[int, dict[str, float]] = defaultdict(dict)
+        hints = storage.smoothing_hints()
         for name, (value, itr) in storage.latest_with_smoothing_hint(self._window_size).items():
             if itr > self._last_write:
                 by_iter[itr][name] = value
+            if not hints[name]:  # unsmoothed values (AP, ...): every one since the last write
+                values = storage.history(name).values()
+                for i in range(len(values) - 2, -1, -1):  # newest first, the latest is done
+                    old_value, old_itr = values[i]
+                    if old_itr <= self._last_write:
+                        break
+                    by_iter[int(old_itr)].setdefault(name, float(old_value))
         if by_iter:
             self._last_write = max(by_iter)
         return dict(sorted(by_iter.items()))
