@@ -181,11 +181,19 @@ def _to_yaml_value(value: Any, path: str, replaced: list[str]) -> Any:
     return repr(value)
 
 
+def _readable_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 minus the process umask (0644 by default)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _atomic_write(filename: str, text: str) -> None:
     directory = os.path.dirname(os.path.abspath(filename))
     os.makedirs(directory, exist_ok=True)
     fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp_config_", suffix=".yaml")
     try:
+        os.chmod(tmp_path, _readable_file_mode())  # mkstemp makes it private (0600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp_path, filename)

@@ -56,7 +56,7 @@ def build_model(cfg: Any) -> nn.Module:
     model = _instantiate(cfg.model)
     device = resolve_device(cfg.train.device)
     model.to(device)
-    logger.info("Model:\n%s", model)
+    logger.debug("Model:\n%s", model)
     return model
 
 
