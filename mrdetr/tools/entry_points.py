@@ -8,6 +8,7 @@ stderr and a non-zero exit code.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 
 from ._cli import run_cli
 
@@ -34,40 +35,20 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def _run(module: str) -> int:
-    return run_cli(importlib.import_module(f"{__package__}.{module}").main)
+def _command(name: str) -> Callable[[], int]:
+    module = COMMANDS[name]
+
+    def run() -> int:
+        return run_cli(importlib.import_module(f"{__package__}.{module}").main)
+
+    run.__doc__ = f"``{name}``: :mod:`mrdetr.tools.{module}`."
+    return run
 
 
-def train() -> int:
-    """``mrdetr-train``: :mod:`mrdetr.tools.train_net`."""
-    return _run("train_net")
-
-
-def demo() -> int:
-    """``mrdetr-demo``: :mod:`mrdetr.tools.demo`."""
-    return _run("demo")
-
-
-def export_onnx() -> int:
-    """``mrdetr-export-onnx``: :mod:`mrdetr.tools.export_onnx`."""
-    return _run("export_onnx")
-
-
-def visualize() -> int:
-    """``mrdetr-visualize``: :mod:`mrdetr.tools.visualize_json_results`."""
-    return _run("visualize_json_results")
-
-
-def model_mean() -> int:
-    """``mrdetr-model-mean``: :mod:`mrdetr.tools.model_mean`."""
-    return _run("model_mean")
-
-
-def plot_logs() -> int:
-    """``mrdetr-plot-logs``: :mod:`mrdetr.tools.plot_logs`."""
-    return _run("plot_logs")
-
-
-def benchmark() -> int:
-    """``mrdetr-benchmark``: :mod:`mrdetr.tools.benchmark`."""
-    return _run("benchmark")
+train = _command("mrdetr-train")
+demo = _command("mrdetr-demo")
+export_onnx = _command("mrdetr-export-onnx")
+visualize = _command("mrdetr-visualize")
+model_mean = _command("mrdetr-model-mean")
+plot_logs = _command("mrdetr-plot-logs")
+benchmark = _command("mrdetr-benchmark")
