@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 
 import pytest
-import tomllib
 from tiny_model import REPO
 
 from mrdetr.tools import entry_points
@@ -14,6 +13,7 @@ from mrdetr.tools.entry_points import COMMANDS
 
 
 def test_project_scripts_match_the_commands():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert set(scripts) == set(COMMANDS)
     for name, target in scripts.items():
