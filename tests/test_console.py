@@ -70,3 +70,12 @@ def test_model_printout_is_debug_only(caplog):
     with caplog.at_level(logging.DEBUG, logger="mrdetr"):
         runner.build_model(cfg)
     assert "Linear(in_features=2" in caplog.text
+
+
+def test_environment_dump_knows_the_pycocotools_version():
+    import importlib.metadata
+
+    from mrdetr.utils.env import collect_env_info
+
+    row = [line for line in collect_env_info().splitlines() if line.startswith("pycocotools")]
+    assert row and row[0].split()[-1] == importlib.metadata.version("pycocotools")
