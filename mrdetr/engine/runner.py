@@ -270,7 +270,7 @@ def main(args: argparse.Namespace) -> dict[str, Any] | None:
         model = build_model(cfg)
         _load_for_eval(cfg, model)
         results = do_test(cfg, model)
-        if comm.is_main_process():
+        if comm.is_main_process() and cfg.train.get("output_dir", ""):
             write_eval_only_metrics(
                 os.path.join(cfg.train.output_dir, METRICS_FILE), results, cfg.train.init_checkpoint
             )
