@@ -20,6 +20,7 @@ from mrdetr.engine import hooks
 from mrdetr.engine.defaults import default_setup, resolve_device
 from mrdetr.engine.ema import ModelEMA, unwrap_model
 from mrdetr.engine.launch import create_ddp_model
+from mrdetr.engine.trackers import build_tracker_writers, log_evaluation
 from mrdetr.engine.train_loop import Trainer, build_grad_scaler
 from mrdetr.solver.lr_scheduler import LRMultiplier
 from mrdetr.utils import comm
@@ -152,6 +153,7 @@ def do_train(cfg: Any, args: argparse.Namespace) -> Trainer:
         The finished :class:`Trainer` (its ``storage`` holds the run's metrics).
     """
     settings = _train_settings(cfg)
+    trackers = build_tracker_writers(cfg)  # first: a missing tracker package fails fast
     model = build_model(cfg)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_lr_scheduler(cfg, optimizer)
@@ -197,15 +199,20 @@ def do_train(cfg: Any, args: argparse.Namespace) -> Trainer:
                 max_iter=max_iter,
                 max_to_keep=ckpt_cfg.get("max_to_keep"),
             ),
-            hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model, ema=ema)),
-            hooks.PeriodicWriter(default_writers(output_dir, max_iter), period=cfg.train.log_period)
+            hooks.EvalHook(
+                cfg.train.eval_period,
+                lambda: log_evaluation(trackers, do_test(cfg, model, ema=ema)),
+            ),
+            hooks.PeriodicWriter(
+                [*default_writers(output_dir, max_iter), *trackers], period=cfg.train.log_period
+            )
             if comm.is_main_process()
             else None,
         ]
     )
     if cfg.train.get("eval_at_start", False) and start_iter == 0:
         logger.info("Evaluating before training (train.eval_at_start=True).")
-        do_test(cfg, model, ema=ema)
+        log_evaluation(trackers, do_test(cfg, model, ema=ema))
     ddp_model.train()
     trainer.train(start_iter, max_iter)
     return trainer
