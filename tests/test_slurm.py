@@ -19,7 +19,7 @@ from mrdetr.engine.launch import _launched_by_torchrun
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "configs" / "tiny_synthetic.py"
-pytestmark = pytest.mark.skipif(
+needs_submitit = pytest.mark.skipif(
     importlib.util.find_spec("submitit") is None,
     reason="submitit is not installed (pip install 'mrdetr[submitit]')",
 )
@@ -43,10 +43,11 @@ train.checkpointer.max_to_keep = 1
 """
 
 
+@needs_submitit
 def test_process_group_env_from_slurm_variables(monkeypatch) -> None:
     import submitit
 
-    from mrdetr.engine.slurm import master_port, process_group_env
+    from mrdetr.engine.slurm import master_port, process_group_env, requeued_by_slurm
 
     slurm = dict(
         SUBMITIT_EXECUTOR="slurm",
@@ -71,8 +72,13 @@ def test_process_group_env_from_slurm_variables(monkeypatch) -> None:
     )
     assert master_port("4321") == master_port("4321") != master_port("4322")
     assert process_group_env(submitit.JobEnvironment(), port=29500)["MASTER_PORT"] == "29500"
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    assert not requeued_by_slurm()
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # SLURM requeued the job: it must resume
+    assert requeued_by_slurm()
 
 
+@needs_submitit
 def test_dry_run_prints_the_sbatch_script(tmp_path) -> None:
     cmd = [sys.executable, "-m", "mrdetr.engine.slurm", "--config-file", str(TINY)]
     cmd += ["--nodes", "2", "--gpus-per-node", "8", "--partition", "P", "--timeout", "4320"]
@@ -92,6 +98,16 @@ def test_dry_run_prints_the_sbatch_script(tmp_path) -> None:
     (srun,) = [line for line in script.splitlines() if line.startswith("srun ")]
     assert f"--output {tmp_path}/submitit/%j_%t_log.out" in srun  # one log per task
     assert srun.endswith(f"-m submitit.core._submit {tmp_path}/submitit")
+
+
+def test_missing_submitit_is_one_line_naming_the_extra(monkeypatch) -> None:
+    from mrdetr.engine.slurm import main
+
+    monkeypatch.setitem(sys.modules, "submitit", None)  # makes `import submitit` fail
+    with pytest.raises(SystemExit) as info:
+        main(["--config-file", str(TINY), "--dry-run"])
+    message = str(info.value)
+    assert "\n" not in message and "pip install 'mrdetr[submitit]'" in message
 
 
 def _args(config: Path, out: Path):
@@ -120,6 +136,7 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "model_final.pth", map_location="cpu", weights_only=True)["model"]
 
 
+@needs_submitit
 @pytest.mark.slow  # two 2-process jobs, one of them started twice (~1.5 min on two cores)
 @pytest.mark.skipif(_launched_by_torchrun(), reason="the jobs build their own process group")
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")

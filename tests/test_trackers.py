@@ -53,6 +53,7 @@ def tracked_run(tmp_path_factory) -> Path:
     cmd = [sys.executable, str(REPO / "projects" / "train_net.py"), "--config-file", str(CONFIG)]
     cmd += [f"train.output_dir={out}", f"train.max_iter={MAX_ITER}", "train.mlflow.run_name=tiny"]
     cmd += [f"train.wandb.enabled={HAVE['wandb']}", f"train.mlflow.enabled={HAVE['mlflow']}"]
+    cmd += ["train.wandb.name=tiny", "+train.wandb.tags=[tiny,ci]"]  # the extra key: wandb.init
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out
@@ -115,6 +116,7 @@ def test_wandb_offline_run_holds_scalars_config_and_ap_table(tracked_run) -> Non
             )
         elif kind == "run":
             config.update({u.key: json.loads(u.value_json) for u in record.run.config.update})
+            names_and_tags = (record.run.display_name, list(record.run.tags))
     losses, final = _expected(tracked_run)
     logged = {h["iteration"]: h["total_loss"] for h in history if "total_loss" in h}
     assert sorted(logged) == list(range(MAX_ITER)) == sorted(losses)
@@ -122,6 +124,7 @@ def test_wandb_offline_run_holds_scalars_config_and_ap_table(tracked_run) -> Non
     (ap_row,) = [h for h in history if "bbox/AP" in h]
     assert ap_row["iteration"] == MAX_ITER and _same(ap_row["bbox/AP"], final["AP"])
     assert config["train"]["max_iter"] == MAX_ITER and config["model"]["num_classes"] == 6
+    assert names_and_tags == ("tiny", ["tiny", "ci"])
 
     (table_row,) = [h for h in history if "eval_tables/bbox/path" in h]
     table_file = Path(log_file).parent / "files" / table_row["eval_tables/bbox/path"]

@@ -8,7 +8,8 @@ size, first node as master address, a port derived from the job id) to the varia
 sets, and :func:`mrdetr.engine.launch` joins the process group from them (``env://``). When SLURM
 signals a preemption or the coming time limit, submitit calls :meth:`TrainJob.checkpoint`, which
 requeues the same training with ``--resume``: it restarts from ``last_checkpoint`` in
-``train.output_dir`` (work since the last periodic checkpoint is redone).
+``train.output_dir`` (work since the last periodic checkpoint is redone). A job that SLURM requeues
+by itself (``SLURM_RESTART_COUNT`` > 0) resumes as well.
 
 ``--local`` runs the job on this machine through submitit's ``LocalExecutor`` (same code path,
 ``--tasks-per-node`` processes) and waits for it; ``--dry-run`` prints the sbatch script only.
@@ -34,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 JOB_DIR_NAME = "submitit"  # default job folder (logs, pickles) inside train.output_dir
 PORT_BASE, PORT_SPAN = 20000, 20000  # MASTER_PORT = PORT_BASE + job id % PORT_SPAN
+SLURM_RESTART_COUNT = "SLURM_RESTART_COUNT"  # set by SLURM on a requeued job
 _SINGLE_MACHINE_FLAGS = ("num_gpus", "num_machines", "machine_rank", "dist_url")
 
 
@@ -122,6 +124,17 @@ def process_group_env(job_env: Any, port: int = 0) -> dict[str, str]:
     )
 
 
+def requeued_by_slurm() -> bool:
+    """Whether SLURM restarted this job (``SLURM_RESTART_COUNT`` > 0), e.g. after a preemption."""
+    return int(os.environ.get(SLURM_RESTART_COUNT, "0") or 0) > 0
+
+
+def _with_resume(args: argparse.Namespace) -> argparse.Namespace:
+    resumed = copy.copy(args)
+    resumed.resume = True
+    return resumed
+
+
 class TrainJob:
     """The callable submitit runs in every task: join the process group, then train.
 
@@ -140,13 +153,14 @@ class TrainJob:
 
         job_env = submitit.JobEnvironment()
         os.environ.update(process_group_env(job_env, self.args.master_port))
-        logger.info("%s (resume=%s)", job_env, self.args.resume)
+        args = _with_resume(self.args) if requeued_by_slurm() else self.args
+        logger.info("%s (resume=%s)", job_env, args.resume)
         results: list[Any] = []
         launch(
-            lambda args: results.append(train_main(args)),
+            lambda run_args: results.append(train_main(run_args)),
             1,  # ignored: launch joins the process group from the variables just set
-            args=(self.args,),
-            backend=self.args.dist_backend,
+            args=(args,),
+            backend=args.dist_backend,
         )
         return results[0] if results else None
 
@@ -154,9 +168,7 @@ class TrainJob:
         """Called by submitit on preemption/time-out: requeue this training with ``--resume``."""
         import submitit
 
-        args = copy.copy(self.args)
-        args.resume = True
-        return submitit.helpers.DelayedSubmission(type(self)(args))
+        return submitit.helpers.DelayedSubmission(type(self)(_with_resume(self.args)))
 
 
 def _output_dir(args: argparse.Namespace) -> str:
