@@ -53,7 +53,7 @@ def tracked_run(tmp_path_factory) -> Path:
     cmd = [sys.executable, str(REPO / "projects" / "train_net.py"), "--config-file", str(CONFIG)]
     cmd += [f"train.output_dir={out}", f"train.max_iter={MAX_ITER}", "train.mlflow.run_name=tiny"]
     cmd += [f"train.wandb.enabled={HAVE['wandb']}", f"train.mlflow.enabled={HAVE['mlflow']}"]
-    cmd += ["train.wandb.name=tiny", "+train.wandb.tags=[tiny,ci]"]  # the extra key: wandb.init
+    cmd += ["train.wandb.name=tiny", "+train.wandb.tags=['tiny','ci']"]  # the extra key: wandb.init
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out

@@ -48,6 +48,7 @@ def slurm_argument_parser() -> argparse.ArgumentParser:
             "--gpus-per-node 8 --partition P --timeout 4320 train.output_dir=out\n"
         )
     )
+    parser.prog = "python -m mrdetr.engine.slurm"
     for action in parser._actions:  # one machine's spawning flags: SLURM decides those here
         if action.dest in _SINGLE_MACHINE_FLAGS:
             action.help = argparse.SUPPRESS

@@ -230,6 +230,10 @@ def _init_kwargs(node: Mapping[str, Any], skip: Sequence[str]) -> dict[str, Any]
     }
 
 
+def _enabled(node: Mapping[str, Any] | None) -> bool:
+    return node is not None and bool(node.get("enabled", False))
+
+
 def build_tracker_writers(cfg: Any) -> list[TrackerWriter]:
     """The writers switched on in ``cfg.train.wandb`` / ``cfg.train.mlflow`` (main process only).
 
@@ -237,22 +241,17 @@ def build_tracker_writers(cfg: Any) -> list[TrackerWriter]:
     """
     if not comm.is_main_process():
         return []
-    train = cfg.train
-    output_dir = str(train.output_dir)
-    writers: list[TrackerWriter] = []
-    wandb_cfg = train.get("wandb", None)
-    mlflow_cfg = train.get("mlflow", None)
-    enabled = [
-        node for node in (wandb_cfg, mlflow_cfg) if node is not None and node.get("enabled", False)
-    ]
-    if not enabled:
-        return writers
+    output_dir = str(cfg.train.output_dir)
+    wandb_cfg, mlflow_cfg = cfg.train.get("wandb", None), cfg.train.get("mlflow", None)
+    if not (_enabled(wandb_cfg) or _enabled(mlflow_cfg)):
+        return []
     config = load_run_config(output_dir)
-    if wandb_cfg is not None and wandb_cfg.get("enabled", False):
+    writers: list[TrackerWriter] = []
+    if _enabled(wandb_cfg):
         kwargs = _init_kwargs(wandb_cfg, skip=("enabled", "dir"))
         log_dir = wandb_cfg.get("dir", "") or output_dir
         writers.append(WandbWriter(log_dir=log_dir, config=config, **kwargs))
-    if mlflow_cfg is not None and mlflow_cfg.get("enabled", False):
+    if _enabled(mlflow_cfg):
         kwargs = _init_kwargs(mlflow_cfg, skip=("enabled",))
         unknown = sorted(set(kwargs) - set(_MLFLOW_KEYS))
         if unknown:
