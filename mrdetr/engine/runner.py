@@ -24,6 +24,7 @@ from mrdetr.engine.defaults import default_setup, resolve_device
 from mrdetr.engine.ema import ModelEMA, unwrap_model
 from mrdetr.engine.eval_metrics import write_eval_only_metrics
 from mrdetr.engine.launch import create_ddp_model
+from mrdetr.engine.trackers import build_tracker_writers, log_evaluation
 from mrdetr.engine.train_loop import Trainer, build_grad_scaler
 from mrdetr.solver.lr_scheduler import LRMultiplier
 from mrdetr.utils import comm
@@ -224,6 +225,7 @@ def do_train(cfg: Any, args: argparse.Namespace) -> Trainer:
         The finished :class:`Trainer` (its ``storage`` holds the run's metrics).
     """
     settings = _train_settings(cfg)
+    trackers = build_tracker_writers(cfg)  # first: a missing tracker package fails fast
     model = build_model(cfg)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_lr_scheduler(cfg, optimizer)
@@ -277,10 +279,12 @@ def do_train(cfg: Any, args: argparse.Namespace) -> Trainer:
             ),
             hooks.EvalHook(
                 cfg.train.eval_period,
-                lambda: do_test(cfg, model, ema=ema),
+                lambda: log_evaluation(trackers, do_test(cfg, model, ema=ema)),
                 eval_before_train=bool(cfg.train.get("eval_at_start", False)) and start_iter == 0,
             ),
-            hooks.PeriodicWriter(default_writers(output_dir, max_iter), period=cfg.train.log_period)
+            hooks.PeriodicWriter(
+                [*default_writers(output_dir, max_iter), *trackers], period=cfg.train.log_period
+            )
             if comm.is_main_process()
             else None,
         ]
