@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# One GPU session's worth of checks, in under 8 minutes on an H100/H200 (each step has its own
+# time limit; the limits add up to 7.5 minutes), writing a Markdown summary:
+#
+#   1. the Triton self-check verdicts on this GPU (float32, bfloat16, float16),
+#   2. the CUDA tests (tests/test_msda_triton.py: Triton vs reference on the GPU; the interpreter
+#      and self-check tests),
+#   3. benchmarks/bench_msda.py on CUDA (reference, gather, Triton; float32 and bfloat16),
+#   4. benchmarks/bench_model.py on CUDA in float32, bfloat16 and float16, with the HF peer,
+#   5. 50 iterations of the quick start on CUDA with bf16 AMP (and its final AP).
+#
+# Usage: bash benchmarks/gpu_check.sh [--dry-run] [OUTPUT_DIR]
+#   OUTPUT_DIR defaults to $OUT, else ./output/gpu_check; the summary is OUTPUT_DIR/gpu_check.md and
+#   every step's full log OUTPUT_DIR/<step>.log.
+#   --dry-run: the same steps on the CPU at tiny sizes (a few seconds each), to check the script.
+# The exit status is the number of failed steps.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+DRY_RUN=0
+OUTPUT_DIR="${OUT:-./output/gpu_check}"
+for arg in "$@"; do
+  case "$arg" in
+    --dry-run) DRY_RUN=1 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -*) echo "gpu_check.sh: unknown option $arg (expected --dry-run or an output folder)" >&2; exit 2 ;;
+    *) OUTPUT_DIR="$arg" ;;
+  esac
+done
+mkdir -p "$OUTPUT_DIR"
+OUTPUT_DIR="$(cd "$OUTPUT_DIR" && pwd)"
+SUMMARY="$OUTPUT_DIR/gpu_check.md"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+PY="${PYTHON:-python}"
+FAILED=0
+
+if [ "$DRY_RUN" = 1 ]; then
+  DEVICE=cpu
+  MSDA_ARGS=(--shapes encoder_320x480 --repeats 1 --backends reference cpu)
+  MODEL_ARGS=(--quick --no-peer --no-train --dtypes float32)
+  QUICK_ITERS=1
+  QUICK_ARGS=(dataloader.train.total_batch_size=1 dataloader.train.num_workers=0 train.amp.enabled=False)
+else
+  DEVICE=cuda
+  MSDA_ARGS=(--repeats 5)
+  MODEL_ARGS=(--dtypes float32 bfloat16 float16 --threads 8)
+  QUICK_ITERS=50
+  QUICK_ARGS=(train.amp.enabled=True train.amp.dtype=bfloat16)
+fi
+
+# step NAME LIMIT_S COMMAND...: run with a time limit, log it, add its status and output to the summary
+step() {
+  local name="$1" limit="$2"; shift 2
+  local log="$OUTPUT_DIR/$name.log" start rc
+  start=$(date +%s)
+  timeout "$limit" "$@" >"$log" 2>&1
+  rc=$?
+  local took=$(( $(date +%s) - start ))
+  [ "$rc" = 0 ] || FAILED=$((FAILED + 1))
+  {
+    echo "## $name"
+    echo
+    echo "\`$*\` — exit $rc$([ "$rc" = 124 ] && echo " (time limit ${limit} s)"), ${took} s"
+    echo
+    echo '```'
+    grep -v '^\s*$' "$log" | tail -n 40
+    echo '```'
+    echo
+  } >>"$SUMMARY"
+  echo "gpu_check: $name: exit $rc in ${took} s"
+}
+
+{
+  echo "# gpu_check $( [ "$DRY_RUN" = 1 ] && echo '(dry run, CPU)' ) — $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo
+  echo "git $(git rev-parse --short HEAD 2>/dev/null || echo unknown); $("$PY" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda, "GPU:", torch.cuda.get_device_name() if torch.cuda.is_available() else "none")' 2>&1)"
+  echo
+} >"$SUMMARY"
+
+step self_check 60 "$PY" - "$DEVICE" <<'EOF'
+import sys
+import torch
+from mrdetr.ops.msda import triton_self_check, triton_unavailable_reason
+device = torch.device(sys.argv[1])
+for dtype in (torch.float32, torch.bfloat16, torch.float16):
+    x = torch.zeros(1, 1, 1, 1, device=device, dtype=dtype)
+    verdict = triton_unavailable_reason(x) or triton_self_check(x, x, x) or "passes"
+    print(f"Triton self-check on {device}, {dtype}: {verdict}")
+EOF
+step cuda_tests 90 "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_msda_triton.py -k "cuda"
+step bench_msda 90 "$PY" benchmarks/bench_msda.py --device "$DEVICE" "${MSDA_ARGS[@]}"
+step bench_model 150 "$PY" benchmarks/bench_model.py --device "$DEVICE" "${MODEL_ARGS[@]}"
+
+DATASETS="$OUTPUT_DIR/datasets"
+if [ "$DRY_RUN" = 1 ]; then
+  GEN=(--num-train 4 --num-val 2 --image-size 64)
+else
+  GEN=()
+fi
+step quickstart 120 env MRDETR_DATASETS="$DATASETS" bash -c '
+  "$0" -m mrdetr.data.synthetic --output "$1/synthetic" --if-missing --quiet "${@:4}" &&
+  "$0" projects/train_net.py --config-file projects/mr_detr_deformable/configs/quickstart_synthetic.py \
+    train.device="$2" train.max_iter="$3" train.eval_period="$3" train.eval_at_start=False \
+    train.log_period=10 train.checkpointer.period=100000 train.output_dir="$1/quickstart" \
+    '"${QUICK_ARGS[*]}"' && grep -h "copypaste" "$1/quickstart/log.txt" | tail -n 2
+' "$PY" "$DATASETS" "$DEVICE" "$QUICK_ITERS" "${GEN[@]}"
+
+echo "Summary: $SUMMARY ($FAILED failed steps)"
+exit "$FAILED"
