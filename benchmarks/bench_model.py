@@ -6,7 +6,9 @@ Protocol of ``../shared/reference/timings.md``: 2 threads, 3 warm-ups, 5 timed r
 512x512 timing image and its 5 GT boxes; the two models are timed in interleaved rounds. Every row
 also gives the FLOPs of one call (``FlopCounterMode``: matmuls and convolutions), the GEMM rate this
 machine reaches in the row's dtype (measured now), and the fraction of the GEMM-bound floor
-(FLOPs / rate) reached. Non-fp32 dtypes run both models under autocast.
+(FLOPs / rate) reached. Non-fp32 dtypes run both models under autocast; in bfloat16 our model also
+runs with the inference switch (``mrdetr.engine.precision``: weights cast once, frozen batch norms
+folded, channels-last backbone).
 
     python benchmarks/bench_model.py [--threads 2] [--device cpu] [--dtypes float32 bfloat16]
     python benchmarks/bench_model.py --quick      # 128 px, 1 run: checks the script, not the speed
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import sys
 from pathlib import Path
 
@@ -29,7 +32,13 @@ from machine import (  # noqa: E402  (benchmarks/ is not a package)
     interleaved_medians,
     machine_line,
 )
-from peer import build_peer, peer_inputs, peer_train_step, peer_unavailable_reason  # noqa: E402
+from peer import (  # noqa: E402
+    build_peer,
+    peer_inputs,
+    peer_labels,
+    peer_train_step,
+    peer_unavailable_reason,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 R50_CONFIG = REPO / "configs/common/models/mr_detr_r50.py"
@@ -41,10 +50,10 @@ ORIGINAL = "original code (timings.md, 2-vCPU AMD EPYC): eval 2.29 s, train step
 
 def _inputs(size: int):
     """A 0..255 CHW image and 5 xyxy boxes + classes: the timing image at 512, else random."""
-    if size == TIMING_SIZE and (REPO.parent / "shared/reference").exists():
-        sys.path.insert(0, str(REPO / "tests"))
-        from reference_data import ref_inputs
+    sys.path.insert(0, str(REPO / "tests"))
+    from reference_data import ref_inputs, reference_dir  # honours MRDETR_REFERENCE_DIR
 
+    if size == TIMING_SIZE and reference_dir().exists():
         inputs = ref_inputs()
         gt = inputs["timing_gt"]
         return inputs["timing_image"], gt["boxes_xyxy_abs"], gt["classes"]
@@ -81,6 +90,7 @@ def main(argv=None) -> None:
     device = torch.device(args.device)
 
     from mrdetr.config import LazyConfig, instantiate
+    from mrdetr.engine.precision import inference_autocast, prepare_for_inference
     from mrdetr.modeling.routes import Route
     from mrdetr.structures import Boxes, Instances
 
@@ -99,7 +109,8 @@ def main(argv=None) -> None:
 
     reason = "--no-peer" if args.no_peer else peer_unavailable_reason()
     peer = None if reason else build_peer(cfg.model).to(device)
-    hf_inputs = peer_inputs(image, cfg.model.pixel_mean, cfg.model.pixel_std, device)
+    hf_inputs = peer_inputs([image], cfg.model.pixel_mean, cfg.model.pixel_std, device)
+    hf_labels = peer_labels([(boxes, classes)], size, device)
 
     def eval_ours():
         model.eval()
@@ -110,6 +121,15 @@ def main(argv=None) -> None:
         model.eval()
         with torch.no_grad():
             model.forward_features(eval_batch, (Route.PRIMARY, Route.INSTRUCT, Route.SEP_FFN))
+
+    cast_model = {}  # bf16 copy for the inference switch, built on first use
+
+    def eval_cast():
+        bf16 = cast_model.setdefault(
+            "model", prepare_for_inference(copy.deepcopy(model), torch.bfloat16)
+        )
+        with inference_autocast(device, torch.bfloat16):
+            bf16(eval_batch)
 
     def eval_peer():
         peer.eval()
@@ -122,7 +142,7 @@ def main(argv=None) -> None:
         sum(model(train_batch).values()).backward()
 
     def train_peer():
-        peer_train_step(peer, hf_inputs, boxes, classes, size)
+        peer_train_step(peer, hf_inputs, hf_labels)
 
     print(machine_line(device))
     print(
@@ -140,6 +160,8 @@ def main(argv=None) -> None:
         rate = gemm_rate(device, dtype, gemm_size)
         with _autocast(device, dtype):
             fns = {"ours eval": eval_ours, "ours eval, all 3 routes": eval_all_routes}
+            if dtype == torch.bfloat16:
+                fns["ours eval, bf16 weights cast once"] = eval_cast
             if peer is not None:
                 fns["peer eval"] = eval_peer
             times = interleaved_medians(fns, device, args.warmup, args.runs)
@@ -149,9 +171,9 @@ def main(argv=None) -> None:
                     train["peer train step"] = train_peer
                 times |= interleaved_medians(train, device, args.warmup, args.runs)
         for name, seconds in times.items():
-            peer_time = times.get(name.replace("ours", "peer").replace(", all 3 routes", ""))
+            peer_time = times.get(name.replace("ours", "peer").split(",")[0])
             vs_peer = f"{peer_time / seconds:.2f}x" if peer_time and name.startswith("ours") else ""
-            flop = flops.get(name)
+            flop = flops.get(name.split(",")[0] if "cast once" in name else name)
             cells = ["", "", ""]
             if flop:
                 floor = flop / rate

@@ -26,7 +26,14 @@ def test_gpu_check_dry_run_writes_a_summary(tmp_path):
     )
     summary = (tmp_path / "gpu_check.md").read_text()
     assert proc.returncode == 0, proc.stdout + summary[-4000:]
-    for name in ("self_check", "cuda_tests", "bench_msda", "bench_model", "quickstart"):
+    for name in (
+        "self_check",
+        "cuda_tests",
+        "bench_msda",
+        "bench_model",
+        "synthetic_data",
+        "quickstart",
+    ):
         assert re.search(rf"## {name}\n\n`[^`]*` — exit 0, \d+ s", summary), name
     assert "Triton self-check on cpu, torch.bfloat16:" in summary
     assert "copypaste: AP,AP50,AP75,APs,APm,APl" in summary  # the quick start trained and evaluated

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import copy
 import logging
+from pathlib import Path
 
 import pytest
 import torch
 from tiny_model import tiny_batch, tiny_model
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 import mrdetr.engine.precision as precision
 from mrdetr.engine.precision import (
+    fold_frozen_batchnorm,
     inference_autocast,
     outputs_to_float32,
     prepare_for_inference,
@@ -41,6 +44,7 @@ def test_bf16_inference_matches_float32(seed):
     bf16_model = prepare_for_inference(copy.deepcopy(model), torch.bfloat16)
     # weights are cast once: every floating-point parameter is bf16 before the call
     assert {p.dtype for p in bf16_model.parameters()} == {torch.bfloat16}
+    assert not any(hasattr(m, "running_var") for m in bf16_model.backbone.modules())  # folded
     conv = next(m for m in bf16_model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     out, raw, detections = _encoder_output(bf16_model, batch, torch.bfloat16)
@@ -53,6 +57,28 @@ def test_bf16_inference_matches_float32(seed):
         inst = item["instances"]
         assert inst.pred_boxes.tensor.dtype == torch.float32 and inst.scores.dtype == torch.float32
         assert torch.isfinite(inst.pred_boxes.tensor).all()
+
+
+def test_folded_frozen_batchnorm_gives_the_same_backbone_output():
+    model = tiny_model(seed=3).eval()
+    # non-trivial statistics, as in trained weights (fresh FrozenBatchNorm2d is the identity)
+    g = torch.Generator().manual_seed(0)
+    norms = [m for m in model.backbone.modules() if isinstance(m, FrozenBatchNorm2d)]
+    for norm in norms:
+        c = norm.weight.numel()
+        norm.weight.copy_(torch.rand(c, generator=g) + 0.5)
+        norm.bias.copy_(torch.randn(c, generator=g) * 0.1)
+        norm.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
+        norm.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+    images = torch.randn(2, 3, 64, 80, generator=g)
+    with torch.no_grad():
+        expected = model.backbone(images)
+        folded = copy.deepcopy(model.backbone)
+        assert fold_frozen_batchnorm(folded) == len(norms)
+        got = folded(images)
+    assert not any(hasattr(m, "running_var") for m in folded.modules())
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-5)
 
 
 def test_float32_is_left_unchanged():
@@ -79,10 +105,7 @@ def test_auto_picks_bf16_only_where_faster(monkeypatch, caplog):
 
 
 def test_auto_on_this_cpu_follows_its_amx_flag():
-    has_amx = (
-        "amx_bf16" in open("/proc/cpuinfo").read()
-        if __import__("os").path.exists("/proc/cpuinfo")
-        else False
-    )
+    cpuinfo = Path("/proc/cpuinfo")
+    has_amx = cpuinfo.exists() and "amx_bf16" in cpuinfo.read_text()
     expected = torch.bfloat16 if has_amx else torch.float32
     assert resolve_inference_dtype("auto", "cpu") == expected

@@ -8,7 +8,9 @@ Running in bf16 (:func:`prepare_for_inference` once, then :func:`inference_autoc
 
 - every floating-point parameter and buffer is cast to bfloat16 once, so autocast finds the weights
   already in bf16 and does not re-cast them on every call;
-- the backbone's weights are channels-last (the layout oneDNN and cuDNN run convolutions in);
+- the backbone's frozen batch norms are folded into their convolutions (in float32, before the
+  cast: :func:`fold_frozen_batchnorm`), so no per-call scale/shift is computed, and its weights are
+  channels-last (the layout oneDNN and cuDNN run convolutions in);
 - activations that the model builds in float32 (position embeddings, normalised images) are cast
   by autocast at the first matmul or convolution that reads them; reductions autocast lists as
   float32 ops (softmax, norms, losses) still run in float32;
@@ -24,9 +26,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from mrdetr.modeling.backbone.resnet import ConvNorm
 
 __all__ = [
     "INFERENCE_DTYPES",
+    "fold_frozen_batchnorm",
     "inference_autocast",
     "outputs_to_float32",
     "prepare_for_inference",
@@ -67,11 +73,39 @@ def resolve_inference_dtype(dtype: str, device: torch.device | str) -> torch.dty
     return picked
 
 
+@torch.no_grad()
+def fold_frozen_batchnorm(module: nn.Module) -> int:
+    """Fold the ``FrozenBatchNorm2d`` of every ``ConvNorm`` under ``module`` into its convolution.
+
+    ``norm(conv(x)) = conv(x) * s + (b - mean * s)`` with ``s = weight / sqrt(var + eps)``: the conv
+    weight is scaled by ``s`` per output channel, gets the bias ``b - mean * s`` and the norm becomes
+    ``nn.Identity``. Computed in float32. Inference only: the state dict changes (``norm.*`` keys
+    gone, ``bias`` added), so save checkpoints from an unfolded model.
+
+    Returns:
+        How many convolutions were folded.
+    """
+    folded = 0
+    for conv in module.modules():
+        if not (isinstance(conv, ConvNorm) and isinstance(conv.norm, FrozenBatchNorm2d)):
+            continue
+        norm = conv.norm
+        scale = norm.weight.float() * (norm.running_var.float() + norm.eps).rsqrt()
+        shift = norm.bias.float() - norm.running_mean.float() * scale
+        weight = conv.weight.float() * scale.view(-1, 1, 1, 1)
+        conv.weight.copy_(weight.to(conv.weight.dtype))
+        conv.bias = nn.Parameter(shift.to(conv.weight.dtype), requires_grad=False)
+        conv.norm = nn.Identity()
+        folded += 1
+    return folded
+
+
 def prepare_for_inference(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """Cast ``model`` once for inference in ``dtype`` (in place; float32 leaves it unchanged).
 
-    Floating-point parameters and buffers become ``dtype``; a ``model.backbone`` (if any) is moved
-    to channels-last. Integer buffers are kept.
+    For a dtype other than float32: the frozen batch norms of ``model.backbone`` (if any) are
+    folded into their convolutions, the backbone moves to channels-last, and floating-point
+    parameters and buffers become ``dtype`` (integer buffers are kept).
 
     Returns:
         ``model`` in eval mode.
@@ -79,11 +113,11 @@ def prepare_for_inference(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     model.eval()
     if dtype == torch.float32:
         return model
-    model.to(dtype=dtype)
     backbone = getattr(model, "backbone", None)
     if isinstance(backbone, nn.Module):
+        fold_frozen_batchnorm(backbone)
         backbone.to(memory_format=torch.channels_last)
-    return model
+    return model.to(dtype=dtype)
 
 
 @contextlib.contextmanager
