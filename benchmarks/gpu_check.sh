@@ -47,7 +47,9 @@ if [ "$DRY_RUN" = 1 ]; then
     dataloader.test.mapper.augmentation.max_size=128)
 else
   DEVICE=cuda
-  MSDA_ARGS=(--repeats 5)
+  # HBM bandwidth for the memory-bound floor of bench_msda.py: H200 4.8 TB/s, else the H100 SXM figure
+  BANDWIDTH=$("$PY" -c 'import torch; print(4.8e12 if "H200" in torch.cuda.get_device_name() else 3.35e12)' 2>/dev/null || echo 3.35e12)
+  MSDA_ARGS=(--repeats 5 --bandwidth "$BANDWIDTH")
   MODEL_ARGS=(--dtypes float32 bfloat16 float16 --threads 8)
   QUICK_ITERS=50
   QUICK_ARGS=(train.amp.enabled=True train.amp.dtype=bfloat16)

@@ -92,7 +92,8 @@ def triton_self_check(
 
     The first call per (device, value dtype, locations dtype, weights dtype) runs the kernels on a
     small random problem (with gradients enabled and autocast off, whatever the caller's context)
-    and caches the verdict; later calls return it at once.
+    and caches the verdict; later calls return it at once. A first call during a CUDA graph capture
+    cannot check (it would read results on the host) and answers "not checked yet", uncached.
 
     Args:
         value: [B, S, M, D] the op's value tensor (only its device and dtype are read).
@@ -104,6 +105,10 @@ def triton_self_check(
     """
     dtypes = (value.dtype, sampling_locations.dtype, attention_weights.dtype)
     key = (str(value.device), *dtypes)
+    if key not in _verdicts and value.is_cuda and torch.cuda.is_current_stream_capturing():
+        # the check reads results on the host, which a CUDA graph capture forbids: not cached, so
+        # the first eager call still checks
+        return "not checked yet (first call inside a CUDA graph capture; run once eagerly first)"
     if key not in _verdicts:
         with torch.enable_grad(), torch.autocast(value.device.type, enabled=False):
             _verdicts[key] = _check(value.device, dtypes)
