@@ -18,6 +18,7 @@ from .detection_utils import annotation_boxes_xyxy
 from .transforms import FilterEmptyBoxes
 
 __all__ = [
+    "DataConfigError",
     "DataSummary",
     "check_class_count",
     "check_data_against_model",
@@ -28,6 +29,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _PANOPTIC_EVALUATOR_TYPE = "coco_panoptic_seg"
+
+
+class DataConfigError(ValueError):
+    """The model config does not fit the data (the message names the key and the dataset)."""
 
 
 @dataclass(frozen=True)
@@ -107,12 +112,12 @@ def check_class_count(
     """
     if classes is not None and len(classes) != num_classes:
         shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
-        raise ValueError(
+        raise DataConfigError(
             f"model.num_classes={num_classes} but dataset '{dataset}' ({key}) has "
             f"{len(classes)} classes ({shown}): set model.num_classes={len(classes)}"
         )
     if max_id >= num_classes:
-        raise ValueError(
+        raise DataConfigError(
             f"model.num_classes={num_classes} but dataset '{dataset}' ({key}) has class id "
             f"{max_id}: set model.num_classes to at least {max_id + 1}"
         )
@@ -163,17 +168,17 @@ def check_data_against_model(cfg: Any, train_dicts: Sequence[dict[str, Any]]) ->
         )
     if _get(_get(cfg, "model", {}), "mask_head") is not None:
         if not _get(_get(train, "mapper", {}), "mask_on", False):
-            raise ValueError(
+            raise DataConfigError(
                 "the model predicts masks (model.mask_head is set) but "
                 "dataloader.train.mapper.mask_on is False: set it to True"
             )
         if summary.num_boxes and not summary.num_with_masks:
-            raise ValueError(
+            raise DataConfigError(
                 f"the model predicts masks (model.mask_head is set) but no annotation of dataset "
                 f"'{label}' (dataloader.train.dataset) has a 'segmentation'"
             )
     if summary.num_boxes and summary.num_degenerate == summary.num_boxes:
-        raise ValueError(
+        raise DataConfigError(
             f"every one of the {summary.num_boxes} boxes of dataset '{label}' "
             "(dataloader.train.dataset) has zero width or height: check the 'bbox' entries "
             "([x, y, width, height] in COCO files)"
