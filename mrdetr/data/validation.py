@@ -78,7 +78,9 @@ def dataset_class_names(name: str, *, load: bool = True) -> list[str] | None:
     """The names of the classes a model trained on dataset ``name`` predicts.
 
     ``thing_classes``, or ``stuff_classes`` (all categories) for panoptic datasets. COCO-format
-    datasets set them when loaded: with ``load``, a registered dataset without them is loaded once.
+    datasets set them when loaded: with ``load``, a registered dataset is loaded first, so that a
+    builtin name whose files follow the datasets root (``MRDETR_DATASETS``) reports the classes of
+    the files it reads now.
 
     Returns:
         The names, or None when the dataset has none.
@@ -90,7 +92,7 @@ def dataset_class_names(name: str, *, load: bool = True) -> list[str] | None:
         found = metadata.get("stuff_classes" if panoptic else "thing_classes")
         return list(found) if found is not None else None
 
-    if names() is None and load and name in DatasetCatalog:
+    if load and name in DatasetCatalog:
         DatasetCatalog.get(name)
     return names()
 
