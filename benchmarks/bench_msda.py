@@ -24,6 +24,7 @@ import argparse
 import ctypes
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,9 @@ from pathlib import Path
 import torch
 
 from mrdetr.ops.msda import multi_scale_deformable_attention
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_line  # noqa: E402  (benchmarks/ is not a package)
 
 ENCODER_LEVELS = [(100, 167), (50, 84), (25, 42), (13, 21)]
 SMALL_LEVELS = [(40, 60), (20, 30), (10, 15), (5, 8)]
@@ -233,6 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         args.backends = ["reference", "cpu"] + (
             ["triton"] if args.device.startswith("cuda") else []
         )
+    print(machine_line(torch.device(args.device)))
     print(
         f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
         f"dtype {args.dtype}, batch {args.batch}, {args.heads} heads x {args.head_dim} ch, {args.points} points, "

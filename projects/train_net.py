@@ -4,7 +4,8 @@
     python projects/train_net.py --config-file CFG [--num-gpus N] [--resume] [--eval-only] \
         [--traceback] [key=value ...]
 
-All logic lives in :mod:`mrdetr.engine.runner`; this script only parses arguments and launches.
+All logic lives in :mod:`mrdetr.engine.runner`; this script only parses arguments and launches
+(through :func:`mrdetr.tools.train_net.main`, which is also the ``mrdetr-train`` command).
 The project's own errors (config, data, checkpoint, divergence, a full disk) are printed as one
 ``error:`` line plus a ``hint:`` line, with exit status 2; ``--traceback`` or ``MRDETR_DEBUG=1``
 shows their full traceback. Any other exception keeps its traceback.
@@ -12,22 +13,7 @@ shows their full traceback. Any other exception keeps its traceback.
 
 from __future__ import annotations
 
-from mrdetr.engine import default_argument_parser, launch
-from mrdetr.engine.runner import main
-from mrdetr.tools._cli import run_reporting_errors
+from mrdetr.tools.train_net import main
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
-    raise SystemExit(
-        run_reporting_errors(
-            lambda: launch(
-                main,
-                args.num_gpus,
-                num_machines=args.num_machines,
-                machine_rank=args.machine_rank,
-                dist_url=args.dist_url,
-                args=(args,),
-            ),
-            traceback=args.traceback,
-        )
-    )
+    raise SystemExit(main())

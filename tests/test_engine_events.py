@@ -71,7 +71,7 @@ def test_metric_printer_line(caplog) -> None:
         "eta: 0:00:24",
         "iter: 2",
         "total_loss: 2.5",
-        "loss_x: 0.5",
+        "primary_loss: 0.5",
         "time: 0.2500",
         "data_time: 0.0100",
         "lr: 0.0002",

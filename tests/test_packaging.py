@@ -3,33 +3,17 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
 
-from tiny_model import REPO
+from wheel_build import build_wheel
 
 PACKAGED = "mrdetr/model_zoo/_config_root/"
-SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md")
-TREES = ("mrdetr", "configs", "projects")
 
 
 def test_wheel_ships_the_configs_and_the_model_zoo_uses_them(tmp_path):
-    src = tmp_path / "src"  # build from a copy: no build/ or egg-info in the checkout
-    src.mkdir()
-    for name in SOURCES:
-        shutil.copy2(REPO / name, src / name)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for tree in TREES:
-        shutil.copytree(REPO / tree, src / tree, ignore=ignore)
-    wheels = tmp_path / "wheels"
-    cmd = [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation"]
-    proc = subprocess.run(
-        cmd + ["-w", str(wheels)], capture_output=True, text=True, timeout=600, cwd=tmp_path
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    (wheel,) = wheels.glob("mrdetr-*.whl")
+    wheel = build_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     for config in (
         "configs/common/models/mr_detr_r50.py",

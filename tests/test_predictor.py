@@ -14,7 +14,8 @@ from mrdetr.data import MetadataCatalog
 from mrdetr.engine.predictor import Detections, Predictor
 
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny_model.py"
-SIZES = dict(min_size_test=64, max_size_test=128)
+# random weights score low: keep every query (the default threshold is DEFAULT_SCORE_THRESHOLD)
+SIZES = dict(min_size_test=64, max_size_test=128, threshold=0.0)
 
 
 def _image(h: int, w: int, seed: int) -> torch.Tensor:

@@ -26,4 +26,11 @@ train = dict(
     model_ema=dict(enabled=False, decay=0.999, device="", use_ema_weights_for_eval_only=False),
     fast_dev_run=dict(enabled=False, max_iter=20, eval_period=10, log_period=1),
     nan_policy="stop",  # "stop": raise on a non-finite loss; "skip": drop that update
+    # experiment trackers (main process only; pip install 'mrdetr[wandb]' / 'mrdetr[mlflow]'):
+    # scalars, the config and the evaluation tables. wandb: any other key goes to wandb.init
+    # (entity, tags, mode="offline", ...); dir "" = output_dir.
+    wandb=dict(enabled=False, project="mrdetr", name="", dir=""),
+    # mlflow: tracking_uri "" = sqlite:///<output_dir>/mlflow.db with artifacts in
+    # <output_dir>/mlartifacts; run_name "" = MLflow picks one
+    mlflow=dict(enabled=False, tracking_uri="", experiment="mrdetr", run_name=""),
 )

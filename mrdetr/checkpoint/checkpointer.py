@@ -61,6 +61,22 @@ def _os_error_of_write(path: str) -> Iterator[None]:
         raise OSError(exc.errno, f"cannot write checkpoint: {exc.strerror}", path) from exc
 
 
+def resolve_weights(path: str) -> str:
+    """A path, ``hf://<owner>/<repo>/<file>`` or model-zoo name as a local file (see
+    :func:`mrdetr.model_zoo.resolve_checkpoint`).
+
+    Raises:
+        CheckpointError: the file is missing (the message says where to put it) or the address is
+            malformed.
+    """
+    from mrdetr.model_zoo import resolve_checkpoint
+
+    try:
+        return resolve_checkpoint(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CheckpointError(f"Checkpoint '{path}': {exc}") from None
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         model = model.module
@@ -187,7 +203,7 @@ class Checkpointer:
         Raises:
             CheckpointError: unreadable file, missing entries or mismatched keys/shapes.
         """
-        data = self._read(path)
+        data = self._read(resolve_weights(path))
         logger.info("Loading checkpoint from %s", path)
         try:
             self.model.load_state_dict(data.pop("model"), strict=True)
@@ -240,6 +256,8 @@ class Checkpointer:
     def load_weights(self, path: str, *, min_match: float = 0.0) -> None:
         """Load only model weights through :func:`mrdetr.checkpoint.load_official`.
 
+        ``path`` is a file, ``hf://<owner>/<repo>/<file>`` or a model-zoo name.
+
         Accepts the official layout, ``{"model": state_dict}`` or a plain state dict (read with
         ``weights_only=True``); missing and unexpected keys are logged by ``load_official``.
 
@@ -257,8 +275,7 @@ class Checkpointer:
         except ImportError:  # package __init__ does not re-export it (yet)
             from mrdetr.checkpoint.official import load_official
 
-        if not os.path.isfile(path):
-            raise CheckpointError(f"Initial checkpoint '{path}' does not exist.")
+        path = resolve_weights(path)
         logger.info("Loading model weights from %s", path)
         try:
             result = load_official(self.model, path)

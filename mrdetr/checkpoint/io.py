@@ -35,16 +35,17 @@ def load_checkpoint_file(path: str | os.PathLike, *, trusted: bool = False) -> d
     """Read a checkpoint with ``torch.load(weights_only=True)``.
 
     Args:
-        path: file to read.
+        path: file to read: a path, ``hf://<owner>/<repo>/<file>`` or a model-zoo name (see
+            :func:`mrdetr.model_zoo.resolve_checkpoint`).
         trusted: allow full unpickling when ``weights_only`` refuses the file (only for files you trust).
 
     Raises:
         FileNotFoundError: the file does not exist.
         RuntimeError: the file is unreadable, or needs unpickling and ``trusted`` is False.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    from mrdetr.model_zoo import resolve_checkpoint
+
+    path = resolve_checkpoint(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - re-raised with context below

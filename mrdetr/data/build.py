@@ -136,6 +136,11 @@ class _MapDataset(Dataset):
     def __len__(self) -> int:
         return len(self._dicts)
 
+    @property
+    def dicts(self) -> Sequence[dict[str, Any]]:
+        """The dataset dicts (before the mapper), read-only."""
+        return self._dicts
+
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any] | _Unreadable:
         index, position = key
         dataset_dict = self._dicts[index]

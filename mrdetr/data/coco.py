@@ -11,7 +11,7 @@ from typing import Any
 from pycocotools.coco import COCO
 
 from . import _coco_json as coco_json
-from .catalog import MetadataCatalog
+from .catalog import DatasetCatalog, MetadataCatalog
 from .detection_utils import BoxMode
 
 __all__ = ["load_coco_json", "register_coco_instances"]
@@ -207,13 +207,21 @@ def register_coco_instances(
 ) -> None:
     """Register a COCO-format dataset under ``name`` (loaded lazily, on ``DatasetCatalog.get``).
 
+    Registering the same name with the same files again does nothing, so a config file may register
+    its datasets (it is loaded once per process and again by the tools).
+
     Args:
         name: dataset name, e.g. ``"my_dataset_train"``.
         metadata: extra metadata (may be empty); ``thing_classes`` and the id map come from the JSON.
         json_file: path of the COCO instances JSON.
         image_root: folder of the images.
     """
-    paths = {"json_file": os.fspath(json_file), "image_root": os.fspath(image_root)}
+    json_file, image_root = os.fspath(json_file), os.fspath(image_root)
+    if name in DatasetCatalog:
+        known = MetadataCatalog.get(name)
+        if (known.get("json_file"), known.get("image_root")) == (json_file, image_root):
+            return  # the same registration again (a config file loaded twice)
+    paths = {"json_file": json_file, "image_root": image_root}
     coco_json.register_lazy(
         name,
         "register_coco_instances",

@@ -157,13 +157,16 @@ class PeriodicCheckpointer(HookBase):
 class EvalHook(HookBase):
     """Run ``eval_function()`` every ``eval_period`` iterations and after the last one.
 
-    The returned (nested) dict of numbers is flattened (``bbox/AP``) into the event storage.
-    All ranks must run it (evaluation is usually distributed).
+    The returned (nested) dict of numbers is flattened (``bbox/AP``) into the event storage at
+    detectron2's iterations: an evaluation after step ``k`` (0-based) is recorded at ``k``, the one
+    after training at ``max_iter``, and the one before training (``eval_before_train``) at
+    ``start_iter - 1``. All ranks must run it (evaluation is usually distributed).
 
     Args:
         eval_period: period in iterations (<= 0: only after training).
         eval_function: callable returning ``{task: {metric: value}}`` or ``None``.
         eval_after_train: also evaluate when training completes.
+        eval_before_train: also evaluate before the first step.
     """
 
     def __init__(
@@ -171,10 +174,12 @@ class EvalHook(HookBase):
         eval_period: int,
         eval_function: Callable[[], Mapping[str, Any] | None],
         eval_after_train: bool = True,
+        eval_before_train: bool = False,
     ) -> None:
         self._period = int(eval_period)
         self._func = eval_function
         self._eval_after_train = eval_after_train
+        self._eval_before_train = eval_before_train
 
     @staticmethod
     def _flatten(results: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
@@ -193,13 +198,19 @@ class EvalHook(HookBase):
                     ) from exc
         return flat
 
-    def _do_eval(self) -> None:
+    def _do_eval(self, cur_iter: int | None = None) -> None:
         results = self._func()
         if results:
             if not isinstance(results, Mapping):
                 raise TypeError(f"EvalHook: eval_function must return a dict, got {type(results)}.")
-            self.trainer.storage.put_scalars(**self._flatten(results), smoothing_hint=False)
+            flat = self._flatten(results)
+            self.trainer.storage.put_scalars(**flat, smoothing_hint=False, cur_iter=cur_iter)
         comm.synchronize()  # keep ranks together (evaluation may be uneven)
+
+    def before_train(self) -> None:
+        if self._eval_before_train:
+            logger.info("Evaluating before training (train.eval_at_start=True).")
+            self._do_eval(cur_iter=self.trainer.start_iter - 1)
 
     def after_step(self) -> None:
         next_iter = self.trainer.iter + 1

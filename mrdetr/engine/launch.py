@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import inspect
 import logging
 import os
 import socket
@@ -179,6 +180,15 @@ def _run_from_env(
             dist.destroy_process_group()
 
 
+def _buffer_sync_kwargs(sync: bool) -> dict[str, bool]:
+    """``forward_sync_buffers`` where DDP has it (torch >= 2.13 deprecates ``broadcast_buffers``),
+    else ``broadcast_buffers``. With the new flag every rank starts from rank 0's buffers, as it
+    does from rank 0's parameters; ``False`` still stops the per-forward sync."""
+    params = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+    key = "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"
+    return {key: sync}
+
+
 def create_ddp_model(
     model: nn.Module,
     *,
@@ -203,7 +213,7 @@ def create_ddp_model(
     return nn.parallel.DistributedDataParallel(
         model,
         device_ids=device_ids,
-        broadcast_buffers=broadcast_buffers,
+        **_buffer_sync_kwargs(broadcast_buffers),
         find_unused_parameters=find_unused_parameters,
         **kwargs,
     )

@@ -6,15 +6,19 @@ Example::
 
     predictor = Predictor("projects/mr_detr_deformable/configs/<config>.py", weights="model_final.pth")
     dets = predictor("photo.jpg", threshold=0.5)       # one image -> one Detections
-    batch = predictor([array_bgr, tensor_rgb])          # a list -> a list of Detections
+    batch = predictor([array_rgb, tensor_rgb])          # a list -> a list of Detections
+    dets = predictor(cv2.imread("photo.jpg"), format="BGR")
     print(dets.boxes, dets.scores, dets.class_names)
 
-Inputs are file paths, numpy arrays [H, W, 3] (channel order given by ``input_format``) or tensors
-[3, H, W] in RGB (uint8 or float 0..255; float inputs with NaN/inf are refused). Each image is
-resized so its shorter side is ``min_size_test`` (longer side capped at ``max_size_test``, no side
-below 1 pixel), images of equal resized size are run together in batches of ``batch_size`` (so a
-batch needs no padding and gives the same detections as single-image calls), and boxes come back
-in the coordinates of the ORIGINAL image.
+Inputs are file paths, PIL images, numpy arrays [H, W, 3] (channel order given by ``format=`` or
+``input_format``: ``cv2.imread`` gives BGR) or tensors [3, H, W] in RGB (uint8 or float 0..255;
+float inputs with NaN/inf are refused). By default the Predictor follows the config: each image is
+resized as the config evaluates (``dataloader.test.mapper.augmentation``: shorter side ``min_size``,
+longer side capped at ``max_size``, no side below 1 pixel), fed in the channel order the model was
+trained on (``dataloader.test.mapper.img_format``) and named with the classes of the training
+dataset; images of equal resized size are run together in batches of ``batch_size`` (so a batch
+needs no padding and gives the same detections as single-image calls), and boxes come back in the
+coordinates of the ORIGINAL image.
 """
 
 from __future__ import annotations
@@ -28,18 +32,32 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
 from mrdetr.config.access import get_dotted
 
 from .defaults import resolve_device
+from .predictor_config import (
+    DEFAULT_SCORE_THRESHOLD,
+    class_names_from_config,
+    model_image_format,
+    test_resize_from_config,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Detections", "ImageInput", "Predictor", "build_predictor_model", "load_config"]
+__all__ = [
+    "DEFAULT_SCORE_THRESHOLD",
+    "Detections",
+    "ImageInput",
+    "Predictor",
+    "build_predictor_model",
+    "load_config",
+]
 
-ImageInput = str | os.PathLike | np.ndarray | Tensor
+ImageInput = str | os.PathLike | Image.Image | np.ndarray | Tensor
 _INPUT_FORMATS = ("RGB", "BGR")
 _MASK_THRESHOLD = 0.5  # probability above which a soft predicted mask pixel is foreground
 
@@ -78,27 +96,62 @@ class Detections:
             self.boxes[keep], self.scores[keep], self.classes[keep], self.image_size, names, masks
         )
 
+    def to_supervision(self) -> Any:
+        """These detections as a ``supervision.Detections`` (``pip install supervision``).
+
+        ``xyxy``, ``confidence``, ``class_id``, ``mask`` and ``data["class_name"]`` (when names are
+        known) are filled, so supervision's annotators and trackers take them directly.
+
+        Raises:
+            ImportError: supervision is not installed.
+        """
+        try:
+            import supervision as sv
+        except ImportError as exc:
+            raise ImportError(
+                "Detections.to_supervision() needs the supervision package: pip install supervision"
+            ) from exc
+        data = {} if self.class_names is None else {"class_name": np.array(self.class_names)}
+        return sv.Detections(
+            xyxy=self.boxes.detach().cpu().numpy().astype(np.float32),
+            confidence=self.scores.detach().cpu().numpy().astype(np.float32),
+            class_id=self.classes.detach().cpu().numpy().astype(int),
+            mask=None if self.masks is None else self.masks.detach().cpu().numpy(),
+            data=data,
+        )
+
 
 def resolve_config_path(name: str | os.PathLike) -> str:
-    """Map a user-given config name to a file. The one place where model-zoo names will be added.
+    """Map a user-given config name (a file, or a model-zoo name) to a file.
 
     Raises:
-        FileNotFoundError: ``name`` is not an existing config file.
+        FileNotFoundError: ``name`` is neither an existing config file nor a model-zoo name.
     """
+    from ..model_zoo import get_config_file, list_models
+
     path = os.fspath(name)
     if os.path.isfile(path):
         return path
+    if path in list_models():
+        return str(get_config_file(path))
     raise FileNotFoundError(
-        f"config file not found: '{path}' (expected a path to a .py or .yaml config)"
+        f"config file not found: '{path}' (expected a path to a .py or .yaml config, or a "
+        "model zoo name: mrdetr.model_zoo.list_models())"
     )
 
 
 def load_config(cfg_or_path: Any, opts: Sequence[str] | None = None) -> Any:
-    """Load a LazyConfig from a path (or take a loaded one) and apply ``key=value`` overrides."""
+    """Load a LazyConfig from a path or model-zoo name (or take a loaded one), apply overrides.
+
+    A model-zoo name sets ``train.init_checkpoint`` to the released weights of that model.
+    """
     from ..config import LazyConfig
+    from ..model_zoo import get_config
 
     if isinstance(cfg_or_path, (str, os.PathLike)):
-        cfg = LazyConfig.load(resolve_config_path(cfg_or_path))
+        path = resolve_config_path(cfg_or_path)
+        is_zoo_name = path != os.fspath(cfg_or_path)
+        cfg = get_config(os.fspath(cfg_or_path)) if is_zoo_name else LazyConfig.load(path)
     else:
         cfg = cfg_or_path
     if opts:
@@ -111,18 +164,28 @@ def build_predictor_model(
 ) -> nn.Module:
     """Instantiate ``cfg.model`` on ``device`` in eval mode and load ``weights`` (official or ours).
 
+    Args:
+        weights: a file, ``hf://<owner>/<repo>/<file>`` or a model-zoo name (resolved by
+            :func:`mrdetr.model_zoo.resolve_checkpoint`), or None for the model's initialisation.
+
     Raises:
-        FileNotFoundError: ``weights`` does not exist.
+        FileNotFoundError: ``weights`` cannot be found (the message says where to put it).
     """
     from ..checkpoint.official import load_official
     from ..config import instantiate
+    from ..model_zoo import resolve_checkpoint
 
-    if weights is not None and not os.path.isfile(os.fspath(weights)):
-        raise FileNotFoundError(f"checkpoint file not found: {os.fspath(weights)}")
+    if weights is not None:  # before the (slow) model build
+        weights = resolve_checkpoint(weights)
     model = instantiate(cfg.model)
     if weights is not None:
         load_official(model, weights)
     return model.to(device).eval()
+
+
+def _check_format(value: str, name: str) -> None:
+    if value not in _INPUT_FORMATS:
+        raise ValueError(f"{name} must be one of {_INPUT_FORMATS}, got '{value}'")
 
 
 def _to_rgb_tensor(image: ImageInput, input_format: str, index: int) -> Tensor:
@@ -131,6 +194,8 @@ def _to_rgb_tensor(image: ImageInput, input_format: str, index: int) -> Tensor:
         from ..data.detection_utils import read_image
 
         return read_image(os.fspath(image), img_format="RGB")
+    if isinstance(image, Image.Image):
+        return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(
@@ -147,7 +212,8 @@ def _to_rgb_tensor(image: ImageInput, input_format: str, index: int) -> Tensor:
         tensor = image.detach().cpu()
     else:
         raise TypeError(
-            f"image {index}: expected a file path, a numpy array or a tensor, got {type(image).__name__}"
+            f"image {index}: expected a file path, a PIL image, a numpy array or a tensor, "
+            f"got {type(image).__name__}"
         )
     if tensor.dtype == torch.uint8:
         return tensor
@@ -175,19 +241,27 @@ class Predictor:
     """Run a Mr. DETR model on images and return :class:`Detections`.
 
     Args:
-        cfg: a loaded LazyConfig or the path of a config file.
-        weights: checkpoint to load (official layout, ``{"model": sd}`` or a plain state dict);
-            ``None`` uses ``train.init_checkpoint`` when the config sets it.
+        cfg: a loaded LazyConfig, the path of a config file or a model-zoo name (which also
+            selects its released weights).
+        weights: checkpoint to load (official layout, ``{"model": sd}`` or a plain state dict):
+            a file, ``hf://<owner>/<repo>/<file>`` or a model-zoo name; ``None`` uses
+            ``train.init_checkpoint`` when the config sets it.
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda:0"``...
         amp: run under autocast (float16 on CUDA, bfloat16 on CPU); ``None`` follows
             ``train.amp.enabled`` of the config on CUDA and is off on CPU.
-        min_size_test: shorter side after the test-time resize.
-        max_size_test: cap on the longer side after the resize.
-        input_format: channel order of numpy inputs, ``"RGB"`` or ``"BGR"`` (OpenCV).
-        threshold: default score threshold (detections with score > threshold are kept).
+        min_size_test: shorter side after the test-time resize (default: the config's
+            ``dataloader.test.mapper.augmentation.min_size``).
+        max_size_test: cap on the longer side after the resize (default: the config's ``max_size``).
+        input_format: default channel order of numpy inputs, ``"RGB"`` or ``"BGR"`` (OpenCV);
+            a call's ``format=`` overrides it.
+        threshold: default score threshold (detections with score > threshold are kept),
+            :data:`DEFAULT_SCORE_THRESHOLD`.
         batch_size: images per forward pass when a list is given.
-        metadata_dataset: registered dataset whose ``thing_classes`` name the classes.
+        metadata_dataset: registered dataset whose classes name the detections (default: the
+            config's ``dataloader.train.dataset``, else ``dataloader.test.dataset``).
         opts: ``key=value`` config overrides.
+
+    The model gets its images in the channel order of ``dataloader.test.mapper.img_format``.
     """
 
     def __init__(
@@ -196,24 +270,28 @@ class Predictor:
         weights: str | os.PathLike | None = None,
         device: str | torch.device = "auto",
         amp: bool | None = None,
-        min_size_test: int = 800,
-        max_size_test: int = 1333,
+        min_size_test: int | None = None,
+        max_size_test: int | None = None,
         input_format: str = "RGB",
         *,
-        threshold: float = 0.0,
+        threshold: float = DEFAULT_SCORE_THRESHOLD,
         batch_size: int = 8,
         metadata_dataset: str | None = None,
         opts: Sequence[str] | None = None,
     ):
-        if input_format not in _INPUT_FORMATS:
-            raise ValueError(f"input_format must be one of {_INPUT_FORMATS}, got '{input_format}'")
+        _check_format(input_format, "input_format")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.cfg = load_config(cfg, opts)
+        cfg_min, cfg_max = test_resize_from_config(self.cfg)
+        min_size_test = cfg_min if min_size_test is None else int(min_size_test)
+        max_size_test = cfg_max if max_size_test is None else int(max_size_test)
         if min_size_test <= 0 or max_size_test < min_size_test:
             raise ValueError(
                 f"need 0 < min_size_test <= max_size_test, got {min_size_test}, {max_size_test}"
             )
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.cfg = load_config(cfg, opts)
+        self.model_format = model_image_format(self.cfg)
+        _check_format(self.model_format, "dataloader.test.mapper.img_format")
         self.device = resolve_device(str(device))
         if weights is None:
             weights = get_dotted(self.cfg, "train.init_checkpoint") or None
@@ -229,39 +307,17 @@ class Predictor:
         self.input_format = input_format
         self.threshold = float(threshold)
         self.batch_size = int(batch_size)
-        self.class_names = self._class_names(metadata_dataset)
-
-    @staticmethod
-    def _class_names(metadata_dataset: str | None) -> list[str] | None:
-        if metadata_dataset is None:
-            return None
-        from ..data import DatasetCatalog, MetadataCatalog
-
-        def names() -> list[str] | None:
-            metadata = MetadataCatalog.get(metadata_dataset)
-            # panoptic datasets: the model's classes are all categories (``stuff_classes``)
-            key = (
-                "stuff_classes"
-                if metadata.get("evaluator_type") == "coco_panoptic_seg"
-                else "thing_classes"
-            )
-            found = metadata.get(key)
-            return list(found) if found is not None else None
-
-        if names() is None and metadata_dataset in DatasetCatalog:
-            # COCO-format datasets (synthetic_* among them) set their class names when loaded
-            try:
-                DatasetCatalog.get(metadata_dataset)
-            except (FileNotFoundError, ValueError) as exc:
-                logger.warning("no class names from '%s': %s", metadata_dataset, exc)
-        return names()
+        self.class_names = class_names_from_config(self.cfg, metadata_dataset)
 
     # ------------------------------------------------------------------------------------ steps
-    def preprocess(self, image: ImageInput, index: int = 0) -> dict[str, Any]:
-        """One input -> the model's input dict (resized RGB image, original height/width)."""
+    def preprocess(
+        self, image: ImageInput, index: int = 0, format: str | None = None
+    ) -> dict[str, Any]:
+        """One input -> the model's input dict (resized image in the model's channel order,
+        original height/width); ``format`` is the channel order of a numpy input."""
         from ..data.transforms import shortest_edge_size
 
-        rgb = _to_rgb_tensor(image, self.input_format, index)
+        rgb = _to_rgb_tensor(image, format or self.input_format, index)
         h, w = rgb.shape[-2:]
         if h == 0 or w == 0:
             raise ValueError(f"image {index}: empty image of size {h}x{w}")
@@ -271,6 +327,8 @@ class Predictor:
             for side in shortest_edge_size(h, w, self.min_size_test, self.max_size_test)
         )
         resized = TF.resize(rgb, list(size), antialias=True) if size != (h, w) else rgb
+        if self.model_format == "BGR":
+            resized = resized.flip(0)
         return {"image": resized.float(), "height": int(h), "width": int(w)}
 
     def _autocast(self):
@@ -307,13 +365,20 @@ class Predictor:
 
     @torch.no_grad()
     def __call__(
-        self, images: ImageInput | Sequence[ImageInput], threshold: float | None = None
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        threshold: float | None = None,
+        *,
+        format: str | None = None,
     ) -> Detections | list[Detections]:
         """Detect objects in one image or a list of images.
 
         Args:
-            images: one input or a list of inputs (paths, numpy HWC arrays, CHW RGB tensors).
+            images: one input or a list of inputs (paths, PIL images, numpy HWC arrays, CHW RGB
+                tensors).
             threshold: keep detections with score > threshold (default: the constructor's).
+            format: channel order of numpy inputs, ``"RGB"`` or ``"BGR"`` (``cv2.imread``);
+                default: the constructor's ``input_format``.
 
         Returns:
             one :class:`Detections` for one input, a list for a list.
@@ -321,7 +386,9 @@ class Predictor:
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
         thr = self.threshold if threshold is None else float(threshold)
-        inputs = [self.preprocess(img, i) for i, img in enumerate(items)]
+        if format is not None:
+            _check_format(format, "format")
+        inputs = [self.preprocess(img, i, format) for i, img in enumerate(items)]
         # Batch only images of the same resized size: padding changes the neck's GroupNorm statistics
         # and the convolutions at the image border, so a padded image would not give the detections
         # it gets alone. Same-size batches (video frames, one camera) need no padding.

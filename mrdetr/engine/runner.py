@@ -18,10 +18,13 @@ from torch import nn
 
 from mrdetr.checkpoint.checkpointer import Checkpointer
 from mrdetr.config.access import get_dotted, updated_copy
+from mrdetr.data.validation import check_data_against_model
 from mrdetr.engine import hooks
 from mrdetr.engine.defaults import default_setup, resolve_device
 from mrdetr.engine.ema import ModelEMA, unwrap_model
+from mrdetr.engine.eval_metrics import write_eval_only_metrics
 from mrdetr.engine.launch import create_ddp_model
+from mrdetr.engine.trackers import build_tracker_writers, log_evaluation
 from mrdetr.engine.train_loop import Trainer, build_grad_scaler
 from mrdetr.solver.lr_scheduler import LRMultiplier
 from mrdetr.utils import comm
@@ -58,7 +61,7 @@ def build_model(cfg: Any) -> nn.Module:
     model = _instantiate(cfg.model)
     device = resolve_device(cfg.train.device)
     model.to(device)
-    logger.info("Model:\n%s", model)
+    logger.debug("Model:\n%s", model)
     return model
 
 
@@ -89,11 +92,24 @@ def default_writers(output_dir: str, max_iter: int) -> list[EventWriter]:
     ]
 
 
-def _evaluate(cfg: Any, model: nn.Module) -> dict[str, Any]:
+def _build_evaluator(cfg: Any, output_suffix: str = "") -> Any:
+    """``cfg.dataloader.evaluator`` built with ``output_suffix`` appended to its ``output_dir``
+    (so the EMA results go to ``inference_ema/``, never over the regular ones); cfg is not changed."""
+    node = cfg.dataloader.evaluator
+    if not output_suffix or not node.get("output_dir", None):
+        return _instantiate(node)
+    from omegaconf import OmegaConf
+
+    built = OmegaConf.to_container(node, resolve=True)
+    built["output_dir"] = f"{built['output_dir']}{output_suffix}"
+    return _instantiate(built)
+
+
+def _evaluate(cfg: Any, model: nn.Module, output_suffix: str = "") -> dict[str, Any]:
     from mrdetr.evaluation import inference_on_dataset, print_csv_format
 
     results = inference_on_dataset(
-        model, _instantiate(cfg.dataloader.test), _instantiate(cfg.dataloader.evaluator)
+        model, _instantiate(cfg.dataloader.test), _build_evaluator(cfg, output_suffix)
     )
     if comm.is_main_process():
         print_csv_format(results)
@@ -126,7 +142,8 @@ def _route_report(cfg: Any, model: nn.Module) -> dict[str, Any] | None:
 
 
 def do_test(cfg: Any, model: nn.Module, *, ema: ModelEMA | None = None) -> dict[str, Any]:
-    """Evaluate ``model`` (and, when given, its EMA weights: keys suffixed ``_ema``).
+    """Evaluate ``model`` (and, when given, its EMA weights: keys suffixed ``_ema``, files in the
+    evaluator's ``output_dir`` + ``_ema``).
 
     Returns an empty dict when the config has no ``dataloader.evaluator``.
     """
@@ -137,7 +154,7 @@ def do_test(cfg: Any, model: nn.Module, *, ema: ModelEMA | None = None) -> dict[
     if ema is not None:
         logger.info("Evaluating the EMA weights.")
         with ema.apply_to(model):
-            ema_results = _evaluate(cfg, model)
+            ema_results = _evaluate(cfg, model, EMA_RESULT_SUFFIX)
         results.update({f"{task}{EMA_RESULT_SUFFIX}": value for task, value in ema_results.items()})
     return results
 
@@ -208,6 +225,7 @@ def do_train(cfg: Any, args: argparse.Namespace) -> Trainer:
         The finished :class:`Trainer` (its ``storage`` holds the run's metrics).
     """
     settings = _train_settings(cfg)
+    trackers = build_tracker_writers(cfg)  # first: a missing tracker package fails fast
     model = build_model(cfg)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_lr_scheduler(cfg, optimizer)
@@ -244,6 +262,7 @@ def do_train(cfg: Any, args: argparse.Namespace) -> Trainer:
         # the loader counts batches; one iteration consumes grad_accum_steps of them
         loader_values["start_iter"] = start_iter * settings["grad_accum_steps"]
     train_loader = _instantiate(updated_copy(cfg.dataloader.train, loader_values))
+    check_data_against_model(cfg, getattr(getattr(train_loader, "dataset", None), "dicts", []))
     trainer = Trainer(ddp_model, train_loader, optimizer, grad_scaler=grad_scaler, **settings)
     max_iter = int(cfg.train.max_iter)
     ckpt_cfg = cfg.train.checkpointer
@@ -258,15 +277,18 @@ def do_train(cfg: Any, args: argparse.Namespace) -> Trainer:
                 max_iter=max_iter,
                 max_to_keep=ckpt_cfg.get("max_to_keep"),
             ),
-            hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model, ema=ema)),
-            hooks.PeriodicWriter(default_writers(output_dir, max_iter), period=cfg.train.log_period)
+            hooks.EvalHook(
+                cfg.train.eval_period,
+                lambda: log_evaluation(trackers, do_test(cfg, model, ema=ema)),
+                eval_before_train=bool(cfg.train.get("eval_at_start", False)) and start_iter == 0,
+            ),
+            hooks.PeriodicWriter(
+                [*default_writers(output_dir, max_iter), *trackers], period=cfg.train.log_period
+            )
             if comm.is_main_process()
             else None,
         ]
     )
-    if cfg.train.get("eval_at_start", False) and start_iter == 0:
-        logger.info("Evaluating before training (train.eval_at_start=True).")
-        do_test(cfg, model, ema=ema)
     ddp_model.train()
     trainer.train(start_iter, max_iter)
     return trainer
@@ -320,6 +342,11 @@ def main(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.eval_only:
         model = build_model(cfg)
         _load_for_eval(cfg, model)
-        return do_test(cfg, model)
+        results = do_test(cfg, model)
+        if comm.is_main_process() and cfg.train.get("output_dir", ""):
+            write_eval_only_metrics(
+                os.path.join(cfg.train.output_dir, METRICS_FILE), results, cfg.train.init_checkpoint
+            )
+        return results
     do_train(cfg, args)
     return None

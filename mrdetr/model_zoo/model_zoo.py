@@ -168,6 +168,17 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _hub_cache() -> Path:
+    """The Hugging Face cache as the environment names it now (huggingface_hub reads it at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
 def resolve_checkpoint(
     path_or_url: str | os.PathLike,
     *,
@@ -175,12 +186,17 @@ def resolve_checkpoint(
     local_files_only: bool | None = None,
     revision: str | None = None,
 ) -> str:
-    """Turn a checkpoint address into a local file.
+    """Turn a weights address into a local file: the one place that names weights.
+
+    ``train.init_checkpoint``, ``Checkpointer.load_weights``, ``load_official``, ``Predictor(...,
+    weights=...)`` and ``Predictor("<zoo name>")`` all resolve their weights here.
 
     Args:
-        path_or_url: ``hf://<owner>/<repo>/<file>`` (downloaded into the Hugging Face cache, or found
-            there) or a plain file path (``~`` expanded).
-        cache_dir: Hugging Face cache directory (default: huggingface_hub's, i.e. ``$HF_HUB_CACHE``).
+        path_or_url: a file path (``~`` expanded), ``hf://<owner>/<repo>/<file>`` (downloaded into
+            the Hugging Face cache, or found there) or a model-zoo name (:func:`list_models`: its
+            released weights on the Hub). An existing file wins over a zoo name of the same spelling.
+        cache_dir: Hugging Face cache directory (default: ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``,
+            else huggingface_hub's default).
         local_files_only: never use the network (default: True when ``HF_HUB_OFFLINE`` is set).
         revision: Hub revision (default ``main``).
 
@@ -189,18 +205,20 @@ def resolve_checkpoint(
         ValueError: a malformed ``hf://`` address.
     """
     text = os.fspath(path_or_url)
+    if text in _ZOO and not os.path.isfile(text):
+        text = get_checkpoint_url(text)
     if not text.startswith(HF_SCHEME):
         path = Path(text).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint file not found: {path}")
+            raise FileNotFoundError(f"checkpoint file {path} does not exist")
         return str(path)
     parts = text[len(HF_SCHEME) :].split("/")
     if len(parts) < 3 or not all(parts):
         raise ValueError(f"expected hf://<owner>/<repo>/<file>, got {text!r}")
     repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
-    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub import hf_hub_download
 
-    cache = Path(cache_dir) if cache_dir is not None else Path(constants.HF_HUB_CACHE)
+    cache = Path(cache_dir) if cache_dir is not None else _hub_cache()
     offline = _offline() if local_files_only is None else local_files_only
     try:
         return hf_hub_download(

@@ -66,6 +66,7 @@ def _user_error_kinds() -> dict[type[BaseException], str]:
     from ..checkpoint.checkpointer import CheckpointError
     from ..config import ConfigKeyError, ConfigLoadError, ConfigValueError, InstantiationError
     from ..data.detection_utils import BadImageError
+    from ..data.validation import DataConfigError
     from ..utils.video import VideoError
 
     config_hint = "check the config file and the key=value overrides"
@@ -79,6 +80,7 @@ def _user_error_kinds() -> dict[type[BaseException], str]:
         BadImageError: "check the dataset's image folder and file names "
         "(MRDETR_DATASETS / DETECTRON2_DATASETS)",
         VideoError: "check the video file",
+        DataConfigError: "make the config key named above match the dataset",
         FloatingPointError: "lower optimizer.lr, keep train.clip_grad enabled, or set "
         "train.nan_policy=skip to drop such iterations",
     }

@@ -1,8 +1,12 @@
 """Image / folder / video / webcam demo (the logic of ``demo/demo.py``).
 
     python demo/demo.py --config-file CFG --input img1.jpg "imgs/*.png" folder/ --output OUT_DIR \
-        [--confidence-threshold 0.5] [--min_size_test 800 --max_size_test 1333] [--img_format RGB] \
+        [--confidence-threshold 0.3] [--min_size_test 800 --max_size_test 1333] [--img_format RGB] \
         [--metadata_dataset coco_2017_val] --opts train.init_checkpoint=model.pth train.device=cpu
+
+Test-time size, model channel order and class names default to the config's (as the Predictor):
+``dataloader.test.mapper.augmentation``, ``dataloader.test.mapper.img_format`` and the classes of
+``dataloader.train.dataset``; the threshold defaults to the Predictor's.
     python demo/demo.py --config-file CFG --video-input clip.mp4 --output out.mp4 --opts ...
 
 Images: ``--input`` takes files, glob patterns and directories. With several inputs ``--output`` is a
@@ -32,6 +36,8 @@ from tqdm import tqdm
 
 from mrdetr.utils.file_io import atomic_path
 
+from ..engine.predictor_config import DEFAULT_SCORE_THRESHOLD
+
 __all__ = ["IMAGE_EXTENSIONS", "build_parser", "expand_inputs", "main"]
 
 logger = logging.getLogger(__name__)
@@ -50,11 +56,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-input", help="path to a video file")
     p.add_argument("--input", nargs="+", help="image files, glob patterns or directories")
     p.add_argument("--output", help="output file or directory (default: show an OpenCV window)")
-    p.add_argument("--min_size_test", type=int, default=800, help="shorter side after resize")
-    p.add_argument("--max_size_test", type=int, default=1333, help="longer side cap after resize")
-    p.add_argument("--img_format", default="RGB", choices=("RGB", "BGR"), help="model input order")
-    p.add_argument("--metadata_dataset", default="coco_2017_val", help="dataset for class names")
-    p.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score shown")
+    p.add_argument(
+        "--min_size_test", type=int, help="shorter side after resize (default: the config's)"
+    )
+    p.add_argument(
+        "--max_size_test", type=int, help="longer side cap after resize (default: the config's)"
+    )
+    p.add_argument(
+        "--img_format",
+        choices=("RGB", "BGR"),
+        help="channel order the model expects (default: dataloader.test.mapper.img_format)",
+    )
+    p.add_argument(
+        "--metadata_dataset",
+        help="dataset for class names (default: the config's dataloader.train.dataset)",
+    )
+    p.add_argument(
+        "--confidence-threshold",
+        type=float,
+        default=DEFAULT_SCORE_THRESHOLD,
+        help="minimum score shown (default: %(default)s)",
+    )
     p.add_argument(
         "--skip-bad",
         action="store_true",
@@ -153,15 +175,17 @@ class _Demo:
         from ..engine.predictor import Predictor, load_config
 
         opts = [o for o in args.opts if not o.startswith(_IGNORED_OVERRIDES)]
+        if args.img_format:
+            opts.append(f"dataloader.test.mapper.img_format={args.img_format}")
         cfg = load_config(args.config_file, opts)
         device = cfg.train.get("device", "auto") if "train" in cfg else "auto"
-        # frames are read as BGR: flip them to RGB when the model expects RGB
+        # frames are read as BGR (OpenCV); the Predictor feeds the model its own channel order
         self.predictor = Predictor(
             cfg,
             device=device,
             min_size_test=args.min_size_test,
             max_size_test=args.max_size_test,
-            input_format="BGR" if args.img_format == "RGB" else "RGB",
+            input_format="BGR",
             threshold=args.confidence_threshold,
             batch_size=1,
             metadata_dataset=args.metadata_dataset,

@@ -12,18 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 from collections import defaultdict
 
 from mrdetr.utils.file_io import atomic_write
 
+from ..utils.route_losses import ROUTE_PATTERNS, route_totals
+
 __all__ = ["ROUTE_PATTERNS", "build_parser", "main", "plot_logs", "read_metrics", "route_totals"]
 
-# route -> pattern of its loss keys; a loss key matching none of them belongs to "primary"
-ROUTE_PATTERNS: dict[str, re.Pattern] = {
-    "instruct": re.compile(r"_group|_o2m"),
-    "sep_ffn": re.compile(r"_sep"),
-}
 _AP_SUFFIX = "/AP"
 _FIGURE_SIZE = (12.0, 4.5)
 _DPI = 100
@@ -50,17 +46,6 @@ def read_metrics(path: str) -> list[dict]:
                 raise ValueError(f"{path}:{lineno}: expected a JSON object with an 'iteration' key")
             rows.append(row)
     return rows
-
-
-def route_totals(row: dict) -> dict[str, float]:
-    """Sum of the ``loss_*`` values of each route in one row."""
-    totals: dict[str, float] = defaultdict(float)
-    for key, value in row.items():
-        if not key.startswith("loss_") or not isinstance(value, (int, float)):
-            continue
-        route = next((r for r, p in ROUTE_PATTERNS.items() if p.search(key)), "primary")
-        totals[route] += float(value)
-    return dict(totals)
 
 
 def _series(rows: list[dict]) -> tuple[dict[str, list], dict[str, list]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-import importlib
+import importlib.metadata
 import logging
 import os
 import platform
@@ -118,10 +118,17 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 
 def _version_of(module_name: str) -> str:
+    """``module.__version__``, else the installed distribution's version (pycocotools has none)."""
     try:
-        return str(getattr(importlib.import_module(module_name), "__version__", "unknown"))
+        module = importlib.import_module(module_name)
     except ImportError:
         return "not installed"
+    if hasattr(module, "__version__"):
+        return str(module.__version__)
+    try:
+        return importlib.metadata.version(module_name)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def collect_env_info() -> str:

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from fvcore.common.history_buffer import HistoryBuffer
 
+from .route_losses import LOSS_PREFIX, route_totals
+
 __all__ = [
     "CommonMetricPrinter",
     "EventStorage",
@@ -188,13 +190,21 @@ class _NewScalarsMixin:
 
     def _init_tracking(self, window_size: int) -> None:
         self._window_size = window_size
-        self._last_write = -1
+        self._last_write = -2  # an evaluation before training is recorded at iteration -1
 
     def _new_scalars(self, storage: EventStorage) -> dict[int, dict[str, float]]:
         by_iter: dict[int, dict[str, float]] = defaultdict(dict)
+        hints = storage.smoothing_hints()
         for name, (value, itr) in storage.latest_with_smoothing_hint(self._window_size).items():
             if itr > self._last_write:
                 by_iter[itr][name] = value
+            if not hints[name]:  # unsmoothed values (AP, ...): every one since the last write
+                values = storage.history(name).values()
+                for i in range(len(values) - 2, -1, -1):  # newest first, the latest is done
+                    old_value, old_itr = values[i]
+                    if old_itr <= self._last_write:
+                        break
+                    by_iter[int(old_itr)].setdefault(name, float(old_value))
         if by_iter:
             self._last_write = max(by_iter)
         return dict(sorted(by_iter.items()))
@@ -256,7 +266,8 @@ class TensorboardXWriter(_NewScalarsMixin, EventWriter):
 
 
 class CommonMetricPrinter(EventWriter):
-    """Log one console line: ETA, iteration, losses, time, data time, lr and peak memory.
+    """Log one short console line: ETA, iteration, total loss and one loss sum per route
+    (``primary_loss``, ``instruct_loss``, ``sep_ffn_loss``), time, data time, lr and peak memory.
 
     Args:
         max_iter: total iterations, for the ETA; ``None`` hides the ETA.
@@ -298,16 +309,18 @@ class CommonMetricPrinter(EventWriter):
         def fmt_time(key: str) -> str:
             if key not in histories:
                 return ""
-            buffer = histories[key]
-            return (
-                f"{key}: {buffer.avg(self._window_size):.4f}  last_{key}: {buffer.latest():.4f}  "
-            )
+            return f"{key}: {histories[key].avg(self._window_size):.4f}  "
 
-        losses = "  ".join(
-            f"{k}: {v.median(self._window_size):.4g}"
+        # the total and one sum per route; every term stays in metrics.json and TensorBoard
+        hints = storage.smoothing_hints()
+        medians = {
+            k: float(v.median(self._window_size))
             for k, v in histories.items()
-            if "loss" in k and storage.smoothing_hints().get(k, True)
-        )
+            if "loss" in k and hints.get(k, True)
+        }
+        shown = {k: v for k, v in medians.items() if not k.startswith(LOSS_PREFIX)}
+        shown.update({f"{route}_loss": v for route, v in route_totals(medians).items()})
+        losses = "  ".join(f"{k}: {v:.4g}" for k, v in shown.items())
         lr = f"lr: {histories['lr'].latest():.5g}  " if "lr" in histories else ""
         max_mem = ""
         if torch.cuda.is_available():

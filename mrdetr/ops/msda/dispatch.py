@@ -7,8 +7,10 @@ Backends (all take and return the same tensors, see :func:`multi_scale_deformabl
   (it runs on any device);
 - ``"triton"``: fused Triton kernels (:mod:`.triton_kernels`), CUDA tensors (or any tensors under
   ``TRITON_INTERPRET=1``);
-- ``"auto"``: Triton for CUDA tensors when it can run them, else the gather path; a Triton backend
-  that cannot run is reported once in the log. While tracing (``torch.jit.trace``) or exporting to
+- ``"auto"``: Triton for CUDA tensors when it can run them and its first-use self-check passes
+  (:mod:`.selfcheck`: forward and gradients against the reference on a small random problem, once
+  per device and dtypes), else the gather path; a Triton backend that cannot run or fails its
+  self-check is reported once in the log, with the reason. While tracing (``torch.jit.trace``) or exporting to
   ONNX, every choice becomes ``"reference"``, the only path built from exportable ops.
 """
 
@@ -22,6 +24,7 @@ from torch import Tensor
 from .checks import check_msda_inputs
 from .gather import msda_gather
 from .reference import msda_reference
+from .selfcheck import triton_self_check
 from .triton_kernels import msda_triton, triton_unavailable_reason
 
 __all__ = ["MSDA_BACKENDS", "multi_scale_deformable_attention", "resolve_msda_backend"]
@@ -29,6 +32,8 @@ __all__ = ["MSDA_BACKENDS", "multi_scale_deformable_attention", "resolve_msda_ba
 MSDA_BACKENDS = ("auto", "reference", "cpu", "triton")
 
 logger = logging.getLogger(__name__)
+# Device types on which "auto" prefers the Triton kernels (elsewhere the gather path is faster).
+AUTO_TRITON_DEVICE_TYPES = ("cuda",)
 _warned: set[str] = set()
 
 
@@ -49,6 +54,18 @@ def _exporting() -> bool:
     )
 
 
+def _triton_failure(
+    value: Tensor, sampling_locations: Tensor, attention_weights: Tensor
+) -> str | None:
+    """Why Triton must not run these inputs (unavailable, or its self-check failed), or None."""
+    reason = triton_unavailable_reason(value, sampling_locations, attention_weights)
+    if reason is None:
+        reason = triton_self_check(value, sampling_locations, attention_weights)
+        if reason is not None:
+            reason = f"self-check against the reference failed: {reason}"
+    return reason
+
+
 def resolve_msda_backend(
     backend: str, value: Tensor, sampling_locations: Tensor, attention_weights: Tensor
 ) -> str:
@@ -60,8 +77,8 @@ def resolve_msda_backend(
 
     Raises:
         ValueError: unknown backend name.
-        RuntimeError: ``"triton"`` asked for explicitly but unable to run these inputs (the message
-            says why).
+        RuntimeError: ``"triton"`` asked for explicitly but unable to run these inputs, or failing
+            its self-check on this device and dtypes (the message says why).
     """
     if backend not in MSDA_BACKENDS:
         raise ValueError(
@@ -70,20 +87,21 @@ def resolve_msda_backend(
     if _exporting():
         return "reference"
     if backend == "triton":
-        reason = triton_unavailable_reason(value, sampling_locations, attention_weights)
+        reason = _triton_failure(value, sampling_locations, attention_weights)
         if reason is not None:
             raise RuntimeError(
                 f"multi_scale_deformable_attention: backend='triton' cannot run: {reason}"
             )
         return "triton"
     if backend == "auto":
-        if value.device.type != "cuda":
+        if value.device.type not in AUTO_TRITON_DEVICE_TYPES:
             return "cpu"
-        reason = triton_unavailable_reason(value, sampling_locations, attention_weights)
+        reason = _triton_failure(value, sampling_locations, attention_weights)
         if reason is None:
             return "triton"
         _warn_once(
-            f"multi_scale_deformable_attention: Triton backend unavailable ({reason}); using the gather backend"
+            f"multi_scale_deformable_attention: Triton backend not used on {value.device} "
+            f"({reason}); using the gather backend"
         )
         return "cpu"
     return backend

@@ -1,0 +1,154 @@
+"""Inference in bfloat16: the dtype switch, its "auto" choice, and running a model in it.
+
+``dtype="float32" | "bfloat16" | "auto"``: "auto" picks bfloat16 only where it is faster than
+float32 (a CUDA device with bf16 support, or a CPU with AMX matrix units) and logs what it picked and
+why; on a CPU without AMX, bf16 matmuls run on the vector units at no gain, so it keeps float32.
+
+Running in bf16 (:func:`prepare_for_inference` once, then :func:`inference_autocast` per call):
+
+- every floating-point parameter and buffer is cast to bfloat16 once, so autocast finds the weights
+  already in bf16 and does not re-cast them on every call;
+- the backbone's frozen batch norms are folded into their convolutions (in float32, before the
+  cast: :func:`fold_frozen_batchnorm`), so no per-call scale/shift is computed, and its weights are
+  channels-last (the layout oneDNN and cuDNN run convolutions in);
+- activations that the model builds in float32 (position embeddings, normalised images) are cast
+  by autocast at the first matmul or convolution that reads them; reductions autocast lists as
+  float32 ops (softmax, norms, losses) still run in float32;
+- floating-point outputs are returned in float32 (:func:`outputs_to_float32`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from mrdetr.modeling.backbone.resnet import ConvNorm
+
+__all__ = [
+    "INFERENCE_DTYPES",
+    "fold_frozen_batchnorm",
+    "inference_autocast",
+    "outputs_to_float32",
+    "prepare_for_inference",
+    "resolve_inference_dtype",
+]
+
+INFERENCE_DTYPES = ("float32", "bfloat16", "auto")
+
+logger = logging.getLogger(__name__)
+
+
+def _cpu_has_amx() -> bool:
+    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(check is not None and check())
+
+
+def resolve_inference_dtype(dtype: str, device: torch.device | str) -> torch.dtype:
+    """The dtype to run inference in on ``device``; "auto" logs its choice and the reason.
+
+    Raises:
+        ValueError: ``dtype`` is not one of :data:`INFERENCE_DTYPES`.
+    """
+    if dtype not in INFERENCE_DTYPES:
+        raise ValueError(f"inference dtype must be one of {INFERENCE_DTYPES}, got {dtype!r}")
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    device = torch.device(device)
+    if device.type == "cuda":
+        fast = torch.cuda.is_bf16_supported()
+        why = f"CUDA device {'supports' if fast else 'does not support'} bf16"
+    elif device.type == "cpu":
+        fast = _cpu_has_amx()
+        why = "the CPU has AMX tiles" if fast else "the CPU has no AMX (bf16 would not be faster)"
+    else:
+        fast, why = False, f"no bf16 speed data for device type {device.type!r}"
+    picked = torch.bfloat16 if fast else torch.float32
+    logger.info("inference dtype 'auto' on %s: %s because %s", device, picked, why)
+    return picked
+
+
+@torch.no_grad()
+def fold_frozen_batchnorm(module: nn.Module) -> int:
+    """Fold the ``FrozenBatchNorm2d`` of every ``ConvNorm`` under ``module`` into its convolution.
+
+    ``norm(conv(x)) = conv(x) * s + (b - mean * s)`` with ``s = weight / sqrt(var + eps)``: the conv
+    weight is scaled by ``s`` per output channel, gets the bias ``b - mean * s`` and the norm becomes
+    ``nn.Identity``. Computed in float32. Inference only: the state dict changes (``norm.*`` keys
+    gone, ``bias`` added), so save checkpoints from an unfolded model.
+
+    Returns:
+        How many convolutions were folded.
+    """
+    folded = 0
+    for conv in module.modules():
+        if not (isinstance(conv, ConvNorm) and isinstance(conv.norm, FrozenBatchNorm2d)):
+            continue
+        norm = conv.norm
+        scale = norm.weight.float() * (norm.running_var.float() + norm.eps).rsqrt()
+        shift = norm.bias.float() - norm.running_mean.float() * scale
+        weight = conv.weight.float() * scale.view(-1, 1, 1, 1)
+        conv.weight.copy_(weight.to(conv.weight.dtype))
+        conv.bias = nn.Parameter(shift.to(conv.weight.dtype), requires_grad=False)
+        conv.norm = nn.Identity()
+        folded += 1
+    return folded
+
+
+def prepare_for_inference(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Cast ``model`` once for inference in ``dtype`` (in place; float32 leaves it unchanged).
+
+    For a dtype other than float32: the frozen batch norms of ``model.backbone`` (if any) are
+    folded into their convolutions, the backbone moves to channels-last, and floating-point
+    parameters and buffers become ``dtype`` (integer buffers are kept).
+
+    Returns:
+        ``model`` in eval mode.
+    """
+    model.eval()
+    if dtype == torch.float32:
+        return model
+    backbone = getattr(model, "backbone", None)
+    if isinstance(backbone, nn.Module):
+        fold_frozen_batchnorm(backbone)
+        backbone.to(memory_format=torch.channels_last)
+    return model.to(dtype=dtype)
+
+
+@contextlib.contextmanager
+def inference_autocast(device: torch.device | str, dtype: torch.dtype) -> Iterator[None]:
+    """Autocast to ``dtype`` on ``device`` (nothing for float32), without gradients."""
+    device = torch.device(device)
+    with torch.inference_mode():
+        if dtype == torch.float32:
+            yield
+        else:
+            with torch.autocast(device.type, dtype=dtype):
+                yield
+
+
+def outputs_to_float32(outputs: Any) -> Any:
+    """Floating-point tensors (also inside lists, tuples, dicts and objects with ``get_fields``
+    or a ``tensor`` attribute, e.g. ``Instances`` and ``Boxes``) cast to float32, in place where
+    the container is mutable."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float() if outputs.is_floating_point() else outputs
+    if isinstance(outputs, dict):
+        for key, value in outputs.items():
+            outputs[key] = outputs_to_float32(value)
+        return outputs
+    if isinstance(outputs, (list, tuple)):
+        converted = [outputs_to_float32(v) for v in outputs]
+        return type(outputs)(converted) if isinstance(outputs, tuple) else converted
+    if hasattr(outputs, "get_fields"):  # Instances
+        for name, value in list(outputs.get_fields().items()):
+            outputs.set(name, outputs_to_float32(value))
+        return outputs
+    if isinstance(getattr(outputs, "tensor", None), torch.Tensor):  # Boxes
+        outputs.tensor = outputs_to_float32(outputs.tensor)
+    return outputs

@@ -1,0 +1,47 @@
+"""Train or evaluate a Mr. DETR model from a LazyConfig file (``mrdetr-train``).
+
+    mrdetr-train --config-file CFG [--num-gpus N] [--resume] [--eval-only] [key=value ...]
+    python -m mrdetr.tools.train_net ...   # the same
+    python projects/train_net.py ...       # the same, from a source checkout
+
+The flags are those of :func:`mrdetr.engine.default_argument_parser`; all training logic lives in
+:mod:`mrdetr.engine.runner`, this module only parses arguments and launches the processes. The
+project's own errors (config, data, checkpoint, divergence, a full disk) are printed as one
+``error:`` line plus a ``hint:`` line, with exit status 2 (:func:`mrdetr.tools._cli.run_reporting_errors`);
+``--traceback`` or ``MRDETR_DEBUG=1`` shows their full traceback. Any other exception keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+from mrdetr.engine import default_argument_parser, launch
+from mrdetr.engine.runner import main as run_main
+
+from ._cli import run_reporting_errors
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``), launch :func:`mrdetr.engine.runner.main`.
+
+    Returns:
+        0 when every process finished, 2 after one of the project's own errors (printed as an
+        ``error:`` and a ``hint:`` line).
+    """
+    args = default_argument_parser().parse_args(argv)
+    return run_reporting_errors(
+        lambda: launch(
+            run_main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        ),
+        traceback=args.traceback,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,35 @@
+"""The wheel's console commands (``[project.scripts]``) run the ``main`` of their tool module, and
+each module also runs as ``python -m mrdetr.tools.<module>``."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+from tiny_model import REPO
+
+from mrdetr.tools import entry_points
+from mrdetr.tools.entry_points import COMMANDS
+
+
+def test_project_scripts_match_the_commands():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(scripts) == set(COMMANDS)
+    for name, target in scripts.items():
+        module, attr = target.split(":")
+        assert module == "mrdetr.tools.entry_points" and callable(getattr(entry_points, attr))
+        assert f"mrdetr.tools.{COMMANDS[name]}" in getattr(entry_points, attr).__doc__
+        tool = importlib.import_module(f"mrdetr.tools.{COMMANDS[name]}")
+        assert callable(tool.main)
+        source = (REPO / "mrdetr" / "tools" / f"{COMMANDS[name]}.py").read_text()
+        assert 'if __name__ == "__main__":' in source  # python -m mrdetr.tools.<module>
+
+
+def test_train_command_has_the_train_net_flags(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        importlib.import_module("mrdetr.tools.train_net").main(["--help"])
+    assert exit_.value.code == 0
+    usage = capsys.readouterr().out
+    for flag in ("--config-file", "--resume", "--eval-only", "--num-gpus", "--dist-url"):
+        assert flag in usage, flag
