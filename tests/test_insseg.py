@@ -206,7 +206,7 @@ def test_masks_are_cropped_to_the_image_before_resizing(tiny):
 
 
 def test_empty_boxes_drop_their_masks(tiny):
-    """Masks are filtered with the boxes (official bug #12: unfiltered masks were kept)."""
+    """Masks are filtered with the boxes (the original code kept the masks of dropped boxes)."""
     tiny.eval()
     batch = tiny_batch(num_boxes=(0,), sizes=((64, 80),))
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Optimizer of the official Mr. DETR recipe (spec §4.1): AdamW 2e-4, wd 1e-4, 0.1x groups.
+"""Optimizer of the official Mr. DETR recipe (as the original train_net.py builds it): AdamW 2e-4, wd 1e-4, 0.1x groups.
 
 The model is injected at build time: ``cfg.optimizer.params.model = model``.
 Swin-L configs change only ``optimizer.weight_decay = 0.05``.

@@ -10,7 +10,7 @@ from torch import nn
 
 __all__ = ["DEFAULT_PARAM_GROUP_RULES", "get_param_groups", "largest_param_group"]
 
-# Official Mr. DETR recipe (spec §4.1): backbone and the MSDA sampling heads train at 0.1x.
+# Official Mr. DETR recipe (the optimizer the original train_net.py builds): backbone and the MSDA sampling heads train at 0.1x.
 DEFAULT_PARAM_GROUP_RULES: tuple[dict[str, Any], ...] = (
     {"pattern": "backbone", "lr_factor": 0.1},
     {"pattern": ["reference_points", "sampling_offsets"], "lr_factor": 0.1},

@@ -1,4 +1,4 @@
-"""COCO 2017 detection data with the official DETR augmentation (spec §4.3).
+"""COCO 2017 detection data with the official DETR augmentation.
 
 Train: flip, then either a multi-scale resize (short side 480..800 step 32, max 1333) or a
 resize (400/500/600) -> random crop (384..600) -> multi-scale resize. Test: short side 800, max 1333.

@@ -1,4 +1,4 @@
-"""Mr. DETR-Align (R50, 4 scales): Mr. DETR-DINO with the IA-BCE class loss and rank weights (spec §3.5).
+"""Mr. DETR-Align (R50, 4 scales): Mr. DETR-DINO with the IA-BCE class loss and rank weights.
 
 Delta over ``mr_detr_dino_r50.py`` (official ``projects/mr_detr_align`` values):
 - ``AlignCriterion``: IA-BCE class loss (alpha 0.25, negatives weighted p^2) with rank weights

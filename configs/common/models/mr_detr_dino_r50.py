@@ -1,4 +1,4 @@
-"""Mr. DETR-DINO (R50, 4 scales): Mr. DETR-Deformable plus contrastive denoising (spec §1.9, §1.10).
+"""Mr. DETR-DINO (R50, 4 scales): Mr. DETR-Deformable plus contrastive denoising.
 
 Delta over ``mr_detr_r50.py`` (official ``projects/mr_detr_dino`` values):
 - ``denoising``: DN queries (``dn_number`` 100, label noise 0.5, box noise 0.4) and ``label_enc``;

@@ -3,8 +3,8 @@
 A delta over ``mr_detr_r50.py``. ``add_plusplus_moe(model)`` applies the same delta to any Mr. DETR
 model config (Align, DINO, Swin-L), so ++ variants stay an import plus one call.
 
-Value provenance: "paper" = stated by Mr. DETR++ (v4) as available here (spec §6.1); "ours" = our
-choice, because the paper's value could not be read here (spec §6.2 lists them as UNKNOWN). Every
+Value provenance: "paper" = stated by Mr. DETR++ (v4) as available here; "ours" = our
+choice, because the paper's value could not be read here. Every
 "ours" value must be replaced once the paper's value is confirmed (see docs/mrdetr_pp.md).
 """
 

@@ -3,7 +3,7 @@
 The official Swin-L configs (DINO / Align) swap only the backbone and the neck inputs of the R50 model;
 variants import ``model`` from here, or copy ``model.backbone`` / ``model.neck`` onto their own model.
 ImageNet weights: ``train.init_checkpoint`` = Microsoft's ``swin_large_patch4_window12_384_22k.pth``
-(loaded with :func:`mrdetr.checkpoint.swin.load_swin_imagenet`, spec §5.4).
+(loaded with :func:`mrdetr.checkpoint.swin.load_swin_imagenet`).
 """
 
 from mrdetr.config import LazyCall as L

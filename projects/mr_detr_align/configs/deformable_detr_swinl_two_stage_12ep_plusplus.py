@@ -20,6 +20,6 @@ model.neck.in_features = _swinl.neck.in_features  # R50: ["res3", "res4", "res5"
 
 optimizer.weight_decay = 0.05  # R50: 1e-4 (official train_net_swin.py)
 # Microsoft's ImageNet-22k Swin-L file (plain keys, loaded with
-# mrdetr.checkpoint.swin.load_swin_imagenet, spec §5.4); place it here or override on the CLI.
+# mrdetr.checkpoint.swin.load_swin_imagenet); place it here or override on the CLI.
 train.init_checkpoint = "output/swin_large_patch4_window12_384_22k.pth"
 train.output_dir = "./output/mr_detr_align_swinl_two_stage_12ep_plusplus"
