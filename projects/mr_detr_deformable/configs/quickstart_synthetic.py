@@ -30,7 +30,7 @@ dataloader.test.mapper.augmentation.min_size = 224
 dataloader.test.mapper.augmentation.max_size = 320
 
 model.num_classes = 6  # python -m mrdetr.data.synthetic default
-# 700 iterations, seed 1 (docs/route_study.md): primary only 53.1 AP, all three routes 38.0 AP
+# 700 iterations, seeds 1 and 2 (docs/route_study.md): primary only 52.4 AP, all three routes 35.3 AP
 model.train_routes = ["primary"]
 # a few distinct padded shapes: on CPU every new input shape costs a oneDNN kernel build (~8 s per
 # training step at these sizes when every batch has its own shape)
