@@ -9,14 +9,11 @@ import sys
 import cv2
 import numpy as np
 import pytest
-import torch
-from tiny_model import REPO
+from tiny_model import REPO, TINY_CONFIG, save_tiny_checkpoint
 
-from mrdetr.config import LazyConfig, instantiate
 from mrdetr.tools._cli import run_cli
 from mrdetr.tools.demo import main as demo_main
 
-TINY_CONFIG = REPO / "tests" / "configs" / "tiny_model.py"
 DEMO = REPO / "demo" / "demo.py"
 H, W = 48, 64
 NUM_FRAMES = 4
@@ -24,11 +21,7 @@ NUM_FRAMES = 4
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    model = instantiate(LazyConfig.load(str(TINY_CONFIG)).model)
-    path = tmp_path_factory.mktemp("demo_ckpt") / "model.pth"
-    torch.save({"model": model.state_dict()}, path)
-    return path
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("demo_ckpt") / "model.pth", seed=0)
 
 
 def _write_image(path, seed: int) -> np.ndarray:

@@ -12,14 +12,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
-from tiny_model import REPO
+from tiny_model import REPO, TINY_CONFIG, save_tiny_checkpoint
 
-from mrdetr.config import LazyConfig, instantiate
+from mrdetr.config import LazyConfig
 from mrdetr.data import DatasetCatalog, MetadataCatalog
 from mrdetr.engine.predictor import DEFAULT_SCORE_THRESHOLD, Detections, Predictor
 from mrdetr.tools.demo import build_parser
 
-TINY_CONFIG = REPO / "tests" / "configs" / "tiny_model.py"
 NAMES = ["cat", "dog", "bird", "fish", "frog"]  # the tiny model has 5 classes
 
 
@@ -42,11 +41,7 @@ def _cfg(dataset: str, img_format: str = "RGB"):
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    torch.manual_seed(4)
-    model = instantiate(LazyConfig.load(str(TINY_CONFIG)).model)
-    path = tmp_path_factory.mktemp("ckpt") / "model.pth"
-    torch.save({"model": model.state_dict()}, path)
-    return path
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pth", seed=4)
 
 
 def _image(h: int, w: int, seed: int) -> np.ndarray:

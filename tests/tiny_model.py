@@ -11,6 +11,7 @@ from mrdetr.structures import Boxes, Instances
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_CONFIG = REPO / "configs" / "common" / "models" / "mr_detr_r50.py"
+TINY_CONFIG = REPO / "tests" / "configs" / "tiny_model.py"  # the same model as a config file
 
 TINY_OVERRIDES = [
     "model.embed_dim=32",
@@ -56,3 +57,11 @@ def tiny_batch(num_boxes=(2, 0), sizes=((64, 80), (72, 64)), seed: int = 0) -> l
         inst = Instances((h, w), gt_boxes=Boxes(boxes), gt_classes=classes)
         batch.append({"image": image, "height": h, "width": w, "instances": inst})
     return batch
+
+
+def save_tiny_checkpoint(path: Path, seed: int) -> Path:
+    """Save ``{"model": state_dict}`` of the tiny config file's model (weights drawn with ``seed``)."""
+    torch.manual_seed(seed)
+    model = instantiate(LazyConfig.load(str(TINY_CONFIG)).model)
+    torch.save({"model": model.state_dict()}, path)
+    return path
