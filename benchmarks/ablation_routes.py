@@ -161,6 +161,12 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--reuse", action="store_true", help="keep finished runs found in --output (resume)"
     )
+    parser.add_argument(
+        "--skip-if-complete",
+        action="store_true",
+        help="do nothing when --json already holds every (seed, setting) run of this study part "
+        "(with diagnostics when --diagnose): results survive where the run folders do not",
+    )
     parser.add_argument("--report", metavar="JSON", help="only regenerate tables/plot from JSON")
     args = parser.parse_args(argv)
     if args.report:
@@ -169,6 +175,9 @@ def main(argv=None) -> None:
     out_dir = Path(args.output or REPO / "output" / "route_study" / args.tag)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = Path(args.json) if args.json else out_dir / f"{args.tag}.json"
+    if args.skip_if_complete and _complete(json_path, args):
+        print(f"{json_path}: every run of '{args.tag}' is there, nothing to do", flush=True)
+        return
     study = {
         "tag": args.tag,
         "base_configs": {name: str(SETTINGS[name][0].relative_to(REPO)) for name in args.settings},
@@ -206,6 +215,23 @@ def main(argv=None) -> None:
             json_path.parent.mkdir(parents=True, exist_ok=True)
             json_path.write_text(json.dumps(study, indent=1))
             write_outputs(study, json_path.with_suffix(""))
+
+
+def _complete(json_path: Path, args) -> bool:
+    """Whether ``json_path`` holds a finished run of every (seed, setting) asked for."""
+    if not json_path.is_file():
+        return False
+    study = json.loads(json_path.read_text())
+    if study.get("iters") != args.iters or study.get("opts") != args.opts:
+        return False
+    done = {
+        (r["seed"], r["setting"])
+        for r in study.get("runs", [])
+        if r["curve"]
+        and r["curve"][-1][0] >= args.iters - 1
+        and (not args.diagnose or r.get("diagnostics"))
+    }
+    return all((seed, name) in done for seed in args.seeds for name in args.settings)
 
 
 if __name__ == "__main__":
