@@ -32,6 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation_report import write_outputs  # noqa: E402
+from machine import cpu_info  # noqa: E402
 
 BASE = REPO / "projects/mr_detr_deformable/configs/quickstart_synthetic.py"
 PLUSPLUS = REPO / "projects/mr_detr_pp_align/configs/quickstart_synthetic_pp.py"
@@ -130,18 +131,9 @@ def diagnose_run(run_dir: Path, config: Path, routes: list[str], args) -> dict[s
 
 
 def machine() -> dict:
-    """CPU model and matrix-unit flags of this machine, for the record."""
-    model, flags = platform.processor(), []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = sorted(f for f in line.split() if f.startswith(("amx", "avx512_bf16")))
-                break
-    except OSError:
-        pass
-    return {"cpu": model, "isa": flags, "cores": os.cpu_count(), "host": platform.node()}
+    """CPU model and matrix-unit flags of this machine (``machine.cpu_info``), for the record."""
+    cpu, isa = cpu_info()
+    return {"cpu": cpu, "isa": isa, "cores": os.cpu_count(), "host": platform.node()}
 
 
 def main(argv=None) -> None:
