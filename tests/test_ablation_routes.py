@@ -65,3 +65,30 @@ def test_ablation_script_writes_json_table_and_plot(tmp_path, monkeypatch):
     ablation_routes.main(["--report", str(out / "t.json")])
     assert (out / "t.md").read_text() == table
     assert (out / "t.png").read_bytes()[:8] == PNG
+
+
+def test_warm_start_weights_keeps_only_the_named_parts(tmp_path):
+    """Part d's warm start: a checkpoint cut down to backbone/neck/encoder loads into a fresh model
+    with exactly those weights replaced, and a prefix that matches nothing is an error."""
+    import torch
+    import warm_start_weights
+    from tiny_model import tiny_model
+
+    source = tiny_model()
+    torch.save({"model": source.state_dict(), "iteration": 3}, tmp_path / "full.pth")
+    out = tmp_path / "warm.pth"
+    assert warm_start_weights.main([str(tmp_path / "full.pth"), str(out)]) == 0
+    kept = torch.load(out, weights_only=True)["model"]
+    assert kept and all(k.startswith(warm_start_weights.DEFAULT_PREFIXES) for k in kept)
+    assert any(k.startswith("transformer.encoder.") for k in kept)
+
+    fresh = tiny_model(seed=1)
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    fresh.load_state_dict(kept, strict=False)
+    after = fresh.state_dict()
+    for k, v in after.items():
+        expected = source.state_dict()[k] if k in kept else before[k]
+        assert torch.equal(v, expected), k
+    assert (
+        warm_start_weights.main([str(tmp_path / "full.pth"), str(out), "--prefixes", "nope."]) == 2
+    )
