@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,11 +36,13 @@ from PIL import Image
 from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
+from mrdetr.checkpoint.io import load_checkpoint_file
 from mrdetr.config.access import get_dotted
 
 from .defaults import resolve_device
 from .predictor_config import (
     DEFAULT_SCORE_THRESHOLD,
+    class_names_from_checkpoint,
     class_names_from_config,
     model_image_format,
     test_resize_from_config,
@@ -160,13 +162,14 @@ def load_config(cfg_or_path: Any, opts: Sequence[str] | None = None) -> Any:
 
 
 def build_predictor_model(
-    cfg: Any, weights: str | os.PathLike | None, device: torch.device
+    cfg: Any, weights: str | os.PathLike | Mapping[str, Any] | None, device: torch.device
 ) -> nn.Module:
     """Instantiate ``cfg.model`` on ``device`` in eval mode and load ``weights`` (official or ours).
 
     Args:
         weights: a file, ``hf://<owner>/<repo>/<file>`` or a model-zoo name (resolved by
-            :func:`mrdetr.model_zoo.resolve_checkpoint`), or None for the model's initialisation.
+            :func:`mrdetr.model_zoo.resolve_checkpoint`), a checkpoint already read (a state
+            dict or ``{"model": state_dict, ...}``), or None for the model's initialisation.
 
     Raises:
         FileNotFoundError: ``weights`` cannot be found (the message says where to put it).
@@ -175,7 +178,7 @@ def build_predictor_model(
     from ..config import instantiate
     from ..model_zoo import resolve_checkpoint
 
-    if weights is not None:  # before the (slow) model build
+    if isinstance(weights, (str, os.PathLike)):  # before the (slow) model build
         weights = resolve_checkpoint(weights)
     model = instantiate(cfg.model)
     if weights is not None:
@@ -258,7 +261,8 @@ class Predictor:
             :data:`DEFAULT_SCORE_THRESHOLD`.
         batch_size: images per forward pass when a list is given.
         metadata_dataset: registered dataset whose classes name the detections (default: the
-            config's ``dataloader.train.dataset``, else ``dataloader.test.dataset``).
+            names stored in the checkpoint by training, else those of the config's
+            ``dataloader.train.dataset``, else of ``dataloader.test.dataset``).
         opts: ``key=value`` config overrides.
 
     The model gets its images in the channel order of ``dataloader.test.mapper.img_format``.
@@ -295,7 +299,8 @@ class Predictor:
         self.device = resolve_device(str(device))
         if weights is None:
             weights = get_dotted(self.cfg, "train.init_checkpoint") or None
-        self.model = build_predictor_model(self.cfg, weights, self.device)
+        checkpoint = load_checkpoint_file(weights) if weights is not None else None
+        self.model = build_predictor_model(self.cfg, checkpoint, self.device)
         if amp is None:
             amp = (
                 bool(get_dotted(self.cfg, "train.amp.enabled", False))
@@ -307,7 +312,9 @@ class Predictor:
         self.input_format = input_format
         self.threshold = float(threshold)
         self.batch_size = int(batch_size)
-        self.class_names = class_names_from_config(self.cfg, metadata_dataset)
+        self.class_names = None if metadata_dataset else class_names_from_checkpoint(checkpoint)
+        if self.class_names is None:
+            self.class_names = class_names_from_config(self.cfg, metadata_dataset)
 
     # ------------------------------------------------------------------------------------ steps
     def preprocess(

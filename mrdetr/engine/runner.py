@@ -24,6 +24,7 @@ from mrdetr.engine.defaults import default_setup, resolve_device
 from mrdetr.engine.ema import ModelEMA, unwrap_model
 from mrdetr.engine.eval_metrics import write_eval_only_metrics
 from mrdetr.engine.launch import create_ddp_model
+from mrdetr.engine.predictor_config import dataset_metadata
 from mrdetr.engine.trackers import build_tracker_writers, log_evaluation
 from mrdetr.engine.train_loop import Trainer, build_grad_scaler
 from mrdetr.solver.lr_scheduler import LRMultiplier
@@ -263,6 +264,7 @@ def do_train(cfg: Any, args: argparse.Namespace) -> Trainer:
         loader_values["start_iter"] = start_iter * settings["grad_accum_steps"]
     train_loader = _instantiate(updated_copy(cfg.dataloader.train, loader_values))
     check_data_against_model(cfg, getattr(getattr(train_loader, "dataset", None), "dicts", []))
+    checkpointer.metadata = dataset_metadata(cfg)  # class names travel with the weights
     trainer = Trainer(ddp_model, train_loader, optimizer, grad_scaler=grad_scaler, **settings)
     max_iter = int(cfg.train.max_iter)
     ckpt_cfg = cfg.train.checkpointer

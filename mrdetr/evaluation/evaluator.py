@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from mrdetr.utils import comm
+from mrdetr.utils.progress import progress_bar
 
 __all__ = [
     "DatasetEvaluator",
@@ -165,7 +165,7 @@ def inference_on_dataset(
         stack.enter_context(inference_context(model))
         stack.enter_context(torch.no_grad())
         progress = stack.enter_context(
-            tqdm(total=total, desc="inference", disable=not comm.is_main_process())
+            progress_bar(total=total, desc="inference", enabled=comm.is_main_process())
         )
         start_time = last_log = time.perf_counter()
         timed_start = start_time

@@ -32,9 +32,9 @@ from collections.abc import Iterable
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from mrdetr.utils.file_io import atomic_path
+from mrdetr.utils.progress import track
 
 from ..engine.predictor_config import DEFAULT_SCORE_THRESHOLD
 
@@ -207,7 +207,7 @@ def _run_images(demo: _Demo, args: argparse.Namespace) -> dict[str, str]:
     inputs = expand_inputs(args.input)
     targets = _image_outputs(inputs, args.output) if args.output else [None] * len(inputs)
     skipped: dict[str, str] = {}
-    for path, target in zip(tqdm(inputs, disable=not args.output), targets):
+    for path, target in zip(track(inputs, enabled=bool(args.output)), targets):
         try:
             frame = read_image(path, img_format="BGR").permute(1, 2, 0).numpy()
         except BadImageError as exc:
@@ -266,7 +266,7 @@ def _run_video(demo: _Demo, args: argparse.Namespace) -> None:
             tmp = stack.enter_context(atomic_path(target))
             writer = open_video_writer(tmp, fps, (width, height))
             stack.callback(writer.release)
-        for frame in tqdm(read_video(capture), total=count or None, disable=writer is None):
+        for frame in track(read_video(capture), total=count or None, enabled=writer is not None):
             vis, _ = demo.draw(frame)
             if writer is not None:
                 writer.write(vis)
