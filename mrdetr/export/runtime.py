@@ -118,8 +118,13 @@ def _check_outputs(path: str, names: list[str]) -> None:
         )
 
 
-def _onnxruntime_runner(path: str, device: torch.device) -> Runner:
+def _onnxruntime_runner(
+    path: str, device: torch.device, num_threads: int | None
+) -> tuple[Runner, str]:
     ort = require_package("onnxruntime")
+    options = ort.SessionOptions()
+    if num_threads is not None:
+        options.intra_op_num_threads = num_threads
     providers = ["CPUExecutionProvider"]
     if device.type == "cuda":
         if "CUDAExecutionProvider" in ort.get_available_providers():
@@ -130,18 +135,21 @@ def _onnxruntime_runner(path: str, device: torch.device) -> Runner:
                 "(pip install onnxruntime-gpu); running on the CPU",
                 device,
             )
-    session = ort.InferenceSession(path, providers=providers)
+    session = ort.InferenceSession(path, options, providers=providers)
     _check_outputs(path, [o.name for o in session.get_outputs()])
-    return lambda images: session.run(POSTPROCESS_OUTPUT_NAMES, {INPUT_NAMES[0]: images})
+    return lambda images: session.run(POSTPROCESS_OUTPUT_NAMES, {INPUT_NAMES[0]: images}), "f32"
 
 
-def _openvino_runner(path: str, precision: str) -> Runner:
+def _openvino_runner(path: str, precision: str, num_threads: int | None) -> tuple[Runner, str]:
     ov = require_package("openvino")
     if precision not in OPENVINO_PRECISIONS:
         raise ValueError(
             f"OpenVINO precision must be one of {OPENVINO_PRECISIONS}, got '{precision}'"
         )
-    compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": precision})
+    config = {"INFERENCE_PRECISION_HINT": precision}
+    if num_threads is not None:
+        config["INFERENCE_NUM_THREADS"] = num_threads
+    compiled = ov.Core().compile_model(path, "CPU", config)
     _check_outputs(path, [o.get_any_name() for o in compiled.outputs])
     outputs = [compiled.output(name) for name in POSTPROCESS_OUTPUT_NAMES]
 
@@ -149,7 +157,8 @@ def _openvino_runner(path: str, precision: str) -> Runner:
         result = compiled({INPUT_NAMES[0]: images})
         return [result[o] for o in outputs]
 
-    return run
+    # what the plugin resolved the hint to ("f32", "bf16", ...)
+    return run, compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
 
 
 class ExportedModel:
@@ -162,6 +171,11 @@ class ExportedModel:
             installed, else the CPU); OpenVINO always runs on the CPU.
         precision: OpenVINO's ``INFERENCE_PRECISION_HINT`` (``"f32"`` default: the same numbers
             as PyTorch; ``"bf16"`` is OpenVINO's own default on CPUs with bf16 instructions).
+        num_threads: intra-op threads of the runtime (None: the runtime's default).
+
+    Attributes:
+        precision: the inference precision the runtime reports (OpenVINO: the compiled model's
+            ``INFERENCE_PRECISION_HINT``, ``"f32"`` or ``"bf16"``; onnxruntime: ``"f32"``).
     """
 
     def __init__(
@@ -170,19 +184,19 @@ class ExportedModel:
         path: str | os.PathLike,
         device: torch.device = _CPU,
         precision: str = "f32",
+        num_threads: int | None = None,
     ):
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"onnx_path: no such file '{path}'")
         if backend == "onnxruntime":
-            self._run = _onnxruntime_runner(path, device)
+            self._run, self.precision = _onnxruntime_runner(path, device, num_threads)
         elif backend == "openvino":
-            self._run = _openvino_runner(path, precision)
+            self._run, self.precision = _openvino_runner(path, precision, num_threads)
         else:
             raise ValueError(f"exported backends are 'onnxruntime' and 'openvino', got '{backend}'")
         self.backend = backend
         self.path = path
-        self.precision = precision if backend == "openvino" else "f32"
 
     def __call__(self, batched_inputs: list[dict]) -> list[dict[str, Instances]]:
         """Detect in a batch of images of one size (the Predictor groups them so).
@@ -233,7 +247,7 @@ def load_exported_model(
         build_model: builds the PyTorch model; called only when ``onnx_path`` is None.
         trace_size: (height, width) of the export's trace.
         device: see :class:`ExportedModel`.
-        **options: ``precision`` (OpenVINO).
+        **options: ``precision`` (OpenVINO), ``num_threads``.
     """
     if backend not in BACKENDS[1:]:
         raise ValueError(f"backend must be one of {BACKENDS}, got '{backend}'")
