@@ -11,7 +11,8 @@ of the resized input; rescaling to the requested size, clipping and dropping emp
 
 Without a file, :func:`cached_onnx` exports the model (dynamic batch and size, post-processing in
 the graph, checked with onnxruntime) once into ``$MRDETR_CACHE/onnx`` (default
-``~/.cache/mrdetr/onnx``), named by a hash of the weights and the module structure.
+``~/.cache/mrdetr/onnx``), named by a hash of the weights, the module structure and settings, and
+the library, torch and opset versions.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import __version__
 from ..modeling.postprocessing import detector_postprocess
 from ..structures import Boxes, Instances
 from .onnx import DEFAULT_OPSET, INPUT_NAMES, POSTPROCESS_OUTPUT_NAMES, export_onnx
@@ -67,9 +69,23 @@ def require_package(backend: str) -> Any:
         ) from exc
 
 
+def _module_settings(model: nn.Module) -> str:
+    """The plain attributes of every submodule (e.g. ``select_box_nums_for_evaluation``, query
+    counts, score-fusion exponents): they shape the graph but are not in ``repr`` or the weights."""
+    plain = (bool, int, float, str, tuple, list, type(None))
+    return repr(
+        [
+            (name, sorted((k, repr(v)) for k, v in vars(m).items() if isinstance(v, plain)))
+            for name, m in model.named_modules()
+        ]
+    )
+
+
 def _model_key(model: nn.Module, opset: int) -> str:
-    """sha256 of the module structure, every state-dict tensor and the export settings."""
-    digest = hashlib.sha256(f"{_CACHE_VERSION}|{opset}|{torch.__version__}|{model!r}".encode())
+    """sha256 of the module structure and settings, every state-dict tensor and the export
+    settings (library, torch and opset versions)."""
+    versions = f"{_CACHE_VERSION}|{__version__}|{opset}|{torch.__version__}"
+    digest = hashlib.sha256(f"{versions}|{model!r}|{_module_settings(model)}".encode())
     for name, tensor in model.state_dict().items():
         data = tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
