@@ -104,3 +104,17 @@ def test_postprocess_in_graph_equals_the_models_detections(model, tmp_path):
             )
             assert (boxes[j] >= 0).all() and (boxes[j][:, 0::2] <= w).all()
             assert (boxes[j][:, 1::2] <= h).all()
+
+
+def test_size_divisibility_and_exact_masks_are_reproduced_in_the_graph(tmp_path):
+    """A model that pads to a multiple of 64 (the quick start's settings): the graph pads in the
+    graph and builds the ``exact`` level masks from the symbolic size, so it equals the model."""
+    model = tiny_model(["model.size_divisibility=64", "model.padding_mask_mode=exact"], seed=3)
+    path = _export(model.eval(), tmp_path / "padded.onnx", postprocess=False)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for i, (b, h, w) in enumerate([(1, 64, 96), (2, 80, 64), (2, 130, 75), (1, 128, 128)]):
+        images = _images(b, h, w, seed=20 + i)
+        logits, boxes = session.run(["pred_logits", "pred_boxes"], {"image": images.numpy()})
+        raw = model.forward_raw([{"image": im} for im in images])
+        np.testing.assert_allclose(logits, raw.pred_logits.numpy(), atol=ATOL, rtol=0)
+        np.testing.assert_allclose(boxes, raw.pred_boxes.numpy(), atol=ATOL, rtol=0)

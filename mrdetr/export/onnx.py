@@ -1,7 +1,8 @@
 """ONNX export of the primary (inference) route of Mr. DETR, checked with onnxruntime.
 
 The exported graph takes a batch of raw images ``image [B, 3, H, W]`` (float, 0..255, already
-resized, in the model's channel order, no padding) and returns either
+resized, in the model's channel order, no padding; a model with ``size_divisibility`` pads them
+in the graph as its preprocessing does) and returns either
 
 - ``pred_logits [B, Q, C]`` (after the eval-time score fusion) and ``pred_boxes [B, Q, 4]``
   (normalised cxcywh) -- exactly ``MrDETR.forward_raw``; or, with ``postprocess=True``,
@@ -72,7 +73,8 @@ class PrimaryRouteExport(nn.Module):
         model = self.model
         x = (image.to(torch.float32) - model.pixel_mean) / model.pixel_std
         size = tuple(x.shape[-2:])  # symbolic while exporting; every image has this size
-        encoded = model.encode(ImageList(x, [size]), None)
+        x, mask = _pad_like_preprocess(x, model.size_divisibility, model.eval_padding_mask)
+        encoded = model.encode(ImageList(x, [size]), mask)
         raw = model.raw_output(model.decode_routes(encoded, [size], (Route.PRIMARY,)))
         if not self.postprocess:
             return raw.pred_logits, raw.pred_boxes
@@ -82,6 +84,28 @@ class PrimaryRouteExport(nn.Module):
         scale = torch.stack([torch.as_tensor(v) for v in (w, h, w, h)]).to(boxes.dtype)
         xyxy = box_cxcywh_to_xyxy(boxes) * scale
         return scores, labels, torch.minimum(xyxy.clamp(min=0), scale)
+
+
+def _pad_like_preprocess(
+    x: Tensor, size_divisibility: int, padding_mask: bool
+) -> tuple[Tensor, Tensor | None]:
+    """Pad a normalised batch [B, 3, H, W] of one size as ``MrDETR.preprocess`` pads each image.
+
+    Without ``size_divisibility`` the batch stays as it is and the mask is None (nothing is
+    padding). Otherwise H and W are rounded up to its multiple in the graph (zero padding,
+    bottom/right) and the [B, H', W'] mask is True on the padding (all False when the model
+    ignores the mask at eval, ``padding_mask`` False).
+    """
+    if size_divisibility <= 1:
+        return x, None
+    h, w = x.shape[-2:]
+    pad_h = (h + size_divisibility - 1) // size_divisibility * size_divisibility
+    pad_w = (w + size_divisibility - 1) // size_divisibility * size_divisibility
+    x = nn.functional.pad(x, (0, pad_w - w, 0, pad_h - h))
+    rows = torch.arange(pad_h, device=x.device)[:, None] >= h
+    cols = torch.arange(pad_w, device=x.device)[None, :] >= w
+    mask = (rows | cols).unsqueeze(0).expand(x.shape[0], -1, -1)
+    return x, mask if padding_mask else torch.zeros_like(mask)
 
 
 @dataclass
