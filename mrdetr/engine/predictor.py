@@ -28,6 +28,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -264,6 +265,13 @@ class Predictor:
             names stored in the checkpoint by training, else those of the config's
             ``dataloader.train.dataset``, else of ``dataloader.test.dataset``).
         opts: ``key=value`` config overrides.
+        backend: ``"pytorch"``, or run the exported graph with ``"onnxruntime"`` / ``"openvino"``
+            (:mod:`mrdetr.export.runtime`; same inputs, preprocessing and :class:`Detections`).
+        onnx_path: for an exported backend, an ONNX file exported with post-processing
+            (``mrdetr-export-onnx --dynamic --postprocess``); None exports the model once into the
+            cache (``$MRDETR_CACHE/onnx``, default ``~/.cache/mrdetr/onnx``).
+        backend_options: for an exported backend, e.g. ``{"precision": "bf16"}`` for OpenVINO's
+            inference precision (default ``"f32"``).
 
     The model gets its images in the channel order of ``dataloader.test.mapper.img_format``.
     """
@@ -282,6 +290,9 @@ class Predictor:
         batch_size: int = 8,
         metadata_dataset: str | None = None,
         opts: Sequence[str] | None = None,
+        backend: str = "pytorch",
+        onnx_path: str | os.PathLike | None = None,
+        backend_options: dict[str, Any] | None = None,
     ):
         _check_format(input_format, "input_format")
         if batch_size < 1:
@@ -299,8 +310,21 @@ class Predictor:
         self.device = resolve_device(str(device))
         if weights is None:
             weights = get_dotted(self.cfg, "train.init_checkpoint") or None
-        checkpoint = load_checkpoint_file(weights) if weights is not None else None
-        self.model = build_predictor_model(self.cfg, checkpoint, self.device)
+        # an exported graph given as onnx_path needs no weights (class names then come from the config)
+        read_weights = weights is not None and (backend == "pytorch" or onnx_path is None)
+        checkpoint = load_checkpoint_file(weights) if read_weights else None
+        if backend == "pytorch":
+            self.model = build_predictor_model(self.cfg, checkpoint, self.device)
+        else:  # an exported graph, called like the model (amp does not apply)
+            from ..export.runtime import load_exported_model
+
+            build = partial(build_predictor_model, self.cfg, checkpoint, torch.device("cpu"))
+            self.model = load_exported_model(
+                backend, onnx_path, build, trace_size=(min_size_test, min_size_test),
+                device=self.device, **(backend_options or {}),
+            )  # fmt: skip
+            amp = False
+        self.backend = backend
         if amp is None:
             amp = (
                 bool(get_dotted(self.cfg, "train.amp.enabled", False))
