@@ -39,6 +39,13 @@ from torchvision.transforms.v2 import functional as TF
 from mrdetr.config.access import get_dotted
 
 from .defaults import resolve_device
+from .precision import (
+    INFERENCE_DTYPE_KEY,
+    configured_inference_dtype,
+    inference_autocast,
+    prepare_for_inference,
+    resolve_inference_dtype,
+)
 from .predictor_config import (
     DEFAULT_SCORE_THRESHOLD,
     class_names_from_config,
@@ -248,7 +255,8 @@ class Predictor:
             ``train.init_checkpoint`` when the config sets it.
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda:0"``...
         amp: run under autocast (float16 on CUDA, bfloat16 on CPU); ``None`` follows
-            ``train.amp.enabled`` of the config on CUDA and is off on CPU.
+            ``train.amp.enabled`` of the config on CUDA and is off on CPU. Not used when
+            ``dtype`` resolves to bfloat16.
         min_size_test: shorter side after the test-time resize (default: the config's
             ``dataloader.test.mapper.augmentation.min_size``).
         max_size_test: cap on the longer side after the resize (default: the config's ``max_size``).
@@ -260,6 +268,10 @@ class Predictor:
         metadata_dataset: registered dataset whose classes name the detections (default: the
             config's ``dataloader.train.dataset``, else ``dataloader.test.dataset``).
         opts: ``key=value`` config overrides.
+        dtype: ``"float32"``, ``"bfloat16"`` (weights cast once, frozen batch norms folded,
+            channels-last backbone, detections back in float32: :mod:`mrdetr.engine.precision`)
+            or ``"auto"`` (bfloat16 where it is faster: a CUDA device with bf16, a CPU with AMX);
+            ``None`` follows the config's ``train.inference_dtype`` (default ``"float32"``).
 
     The model gets its images in the channel order of ``dataloader.test.mapper.img_format``.
     """
@@ -278,6 +290,7 @@ class Predictor:
         batch_size: int = 8,
         metadata_dataset: str | None = None,
         opts: Sequence[str] | None = None,
+        dtype: str | None = None,
     ):
         _check_format(input_format, "input_format")
         if batch_size < 1:
@@ -295,7 +308,14 @@ class Predictor:
         self.device = resolve_device(str(device))
         if weights is None:
             weights = get_dotted(self.cfg, "train.init_checkpoint") or None
-        self.model = build_predictor_model(self.cfg, weights, self.device)
+        self.dtype = resolve_inference_dtype(  # before the (slow) model build
+            dtype or configured_inference_dtype(self.cfg),
+            self.device,
+            name="dtype" if dtype else INFERENCE_DTYPE_KEY,
+        )
+        self.model = prepare_for_inference(
+            build_predictor_model(self.cfg, weights, self.device), self.dtype
+        )
         if amp is None:
             amp = (
                 bool(get_dotted(self.cfg, "train.amp.enabled", False))
@@ -332,6 +352,8 @@ class Predictor:
         return {"image": resized.float(), "height": int(h), "width": int(w)}
 
     def _autocast(self):
+        if self.dtype != torch.float32:
+            return inference_autocast(self.device, self.dtype)
         if not self.amp:
             return contextlib.nullcontext()
         dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16

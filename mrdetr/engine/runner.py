@@ -106,10 +106,25 @@ def _build_evaluator(cfg: Any, output_suffix: str = "") -> Any:
 
 
 def _evaluate(cfg: Any, model: nn.Module, output_suffix: str = "") -> dict[str, Any]:
+    """Evaluate ``model`` on the test set in ``train.inference_dtype`` (bf16 runs a prepared copy,
+    so the weights being trained are never cast); route diagnostics run in float32."""
+    from mrdetr.engine.precision import (
+        INFERENCE_DTYPE_KEY,
+        configured_inference_dtype,
+        inference_model,
+        resolve_inference_dtype,
+    )
     from mrdetr.evaluation import inference_on_dataset, print_csv_format
 
+    device = next(model.parameters()).device
+    dtype = resolve_inference_dtype(
+        configured_inference_dtype(cfg), device, name=INFERENCE_DTYPE_KEY
+    )
     results = inference_on_dataset(
-        model, _instantiate(cfg.dataloader.test), _build_evaluator(cfg, output_suffix)
+        inference_model(model, dtype),
+        _instantiate(cfg.dataloader.test),
+        _build_evaluator(cfg, output_suffix),
+        amp_dtype=None if dtype == torch.float32 else dtype,
     )
     if comm.is_main_process():
         print_csv_format(results)
