@@ -141,3 +141,20 @@ def test_periodic_and_eval_only_evaluation_in_bf16_write_metrics(dataset, tmp_pa
     (last,) = [r for r in records if r.get("eval_only")]
     assert last["bbox/AP"] == pytest.approx(results["bbox"]["AP"])
     assert (out / "inference" / "coco_instances_results.json").exists()
+
+
+@pytest.mark.slow  # inductor compiles C++ for the neck: ~1 min on a loaded 2-core machine
+def test_predictor_with_torch_compile_gives_the_eager_detections(ckpt):
+    opts = ['train.compile.modules=["neck"]']  # the smallest compiled part keeps the test short
+    eager = Predictor(str(TINY_CONFIG), weights=ckpt, device="cpu", opts=opts, **SIZES)
+    compiled = Predictor(
+        str(TINY_CONFIG), weights=ckpt, device="cpu", opts=opts, torch_compile=True, **SIZES
+    )
+    assert compiled.model.neck._compiled_call_impl is not None
+    assert eager.model.neck._compiled_call_impl is None  # off unless asked (train.compile)
+    for seed in range(2):  # two image sizes: the second call runs the dynamic-shape graph
+        image = _image(seed)[:, : 60 - 8 * seed]
+        ref, got = eager(image), compiled(image)
+        assert torch.equal(got.classes, ref.classes)
+        torch.testing.assert_close(got.scores, ref.scores, rtol=0, atol=1e-5)
+        torch.testing.assert_close(got.boxes, ref.boxes, rtol=0, atol=1e-3)

@@ -38,6 +38,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from mrdetr.config.access import get_dotted
 
+from .compiling import compile_from_config
 from .defaults import resolve_device
 from .precision import (
     INFERENCE_DTYPE_KEY,
@@ -272,6 +273,8 @@ class Predictor:
             channels-last backbone, detections back in float32: :mod:`mrdetr.engine.precision`)
             or ``"auto"`` (bfloat16 where it is faster: a CUDA device with bf16, a CPU with AMX);
             ``None`` follows the config's ``train.inference_dtype`` (default ``"float32"``).
+        torch_compile: ``torch.compile`` the submodules of ``train.compile.modules``
+            (:mod:`mrdetr.engine.compiling`); ``None`` follows ``train.compile.enabled`` (off).
 
     The model gets its images in the channel order of ``dataloader.test.mapper.img_format``.
     """
@@ -291,6 +294,7 @@ class Predictor:
         metadata_dataset: str | None = None,
         opts: Sequence[str] | None = None,
         dtype: str | None = None,
+        torch_compile: bool | None = None,
     ):
         _check_format(input_format, "input_format")
         if batch_size < 1:
@@ -316,6 +320,7 @@ class Predictor:
         self.model = prepare_for_inference(
             build_predictor_model(self.cfg, weights, self.device), self.dtype
         )
+        compile_from_config(self.model, self.cfg, torch_compile)
         if amp is None:
             amp = (
                 bool(get_dotted(self.cfg, "train.amp.enabled", False))
