@@ -4,8 +4,8 @@
 Predictor, the demo and the evaluation of ``train_net.py``): "auto" picks bfloat16 where it is
 expected to be faster than float32 (a CUDA device with bf16 support, or a CPU with AMX matrix
 units) and logs what it picked and why; on a CPU without AMX it keeps float32. (Without AMX, bf16
-matmuls run on the vector units: with avx512_bf16 the R50 model still ran 1.9x faster in bf16 on
-one thread, ``benchmarks/README.md``; without it they gain nothing.)
+matmuls run on the vector units; with avx512_bf16 the R50 model still ran 1.9x faster in bf16 on
+one thread: ``benchmarks/README.md``.)
 
 Running in bf16 (:func:`prepare_for_inference` once, then :func:`inference_autocast` per call):
 
