@@ -90,7 +90,7 @@ def resolve_inference_dtype(
         why = f"CUDA device {'supports' if fast else 'does not support'} bf16"
     elif device.type == "cpu":
         fast = _cpu_has_amx()
-        why = "the CPU has AMX tiles" if fast else "the CPU has no AMX (bf16 would not be faster)"
+        why = "the CPU has AMX tiles" if fast else "the CPU has no AMX (bf16 not assumed faster)"
     else:
         fast, why = False, f"no bf16 speed data for device type {device.type!r}"
     picked = torch.bfloat16 if fast else torch.float32
