@@ -40,7 +40,15 @@ from torchvision.transforms.v2 import functional as TF
 from mrdetr.checkpoint.io import load_checkpoint_file
 from mrdetr.config.access import get_dotted
 
+from .compiling import compile_from_config
 from .defaults import resolve_device
+from .precision import (
+    INFERENCE_DTYPE_KEY,
+    configured_inference_dtype,
+    inference_autocast,
+    prepare_for_inference,
+    resolve_inference_dtype,
+)
 from .predictor_config import (
     DEFAULT_SCORE_THRESHOLD,
     class_names_from_checkpoint,
@@ -252,7 +260,8 @@ class Predictor:
             ``train.init_checkpoint`` when the config sets it.
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda:0"``...
         amp: run under autocast (float16 on CUDA, bfloat16 on CPU); ``None`` follows
-            ``train.amp.enabled`` of the config on CUDA and is off on CPU.
+            ``train.amp.enabled`` of the config on CUDA and is off on CPU. Not used when
+            ``dtype`` resolves to bfloat16.
         min_size_test: shorter side after the test-time resize (default: the config's
             ``dataloader.test.mapper.augmentation.min_size``).
         max_size_test: cap on the longer side after the resize (default: the config's ``max_size``).
@@ -272,6 +281,12 @@ class Predictor:
             cache (``$MRDETR_CACHE/onnx``, default ``~/.cache/mrdetr/onnx``).
         backend_options: for an exported backend, e.g. ``{"precision": "bf16"}`` for OpenVINO's
             inference precision (default ``"f32"``).
+        dtype: ``"float32"``, ``"bfloat16"`` (weights cast once, frozen batch norms folded,
+            channels-last backbone, detections back in float32: :mod:`mrdetr.engine.precision`)
+            or ``"auto"`` (bfloat16 where it is faster: a CUDA device with bf16, a CPU with AMX);
+            ``None`` follows the config's ``train.inference_dtype`` (default ``"float32"``).
+        torch_compile: ``torch.compile`` the submodules of ``train.compile.modules``
+            (:mod:`mrdetr.engine.compiling`); ``None`` follows ``train.compile.enabled`` (off).
 
     The model gets its images in the channel order of ``dataloader.test.mapper.img_format``.
     """
@@ -293,6 +308,8 @@ class Predictor:
         backend: str = "pytorch",
         onnx_path: str | os.PathLike | None = None,
         backend_options: dict[str, Any] | None = None,
+        dtype: str | None = None,
+        torch_compile: bool | None = None,
     ):
         _check_format(input_format, "input_format")
         if batch_size < 1:
@@ -314,10 +331,24 @@ class Predictor:
         read_weights = weights is not None and (backend == "pytorch" or onnx_path is None)
         checkpoint = load_checkpoint_file(weights) if read_weights else None
         if backend == "pytorch":
-            self.model = build_predictor_model(self.cfg, checkpoint, self.device)
+            self.dtype = resolve_inference_dtype(  # before the (slow) model build
+                dtype or configured_inference_dtype(self.cfg),
+                self.device,
+                name="dtype" if dtype else INFERENCE_DTYPE_KEY,
+            )
+            self.model = prepare_for_inference(
+                build_predictor_model(self.cfg, checkpoint, self.device), self.dtype
+            )
+            compile_from_config(self.model, self.cfg, torch_compile)
         else:  # an exported graph, called like the model (amp does not apply)
             from ..export.runtime import load_exported_model
 
+            if dtype not in (None, "float32"):
+                raise ValueError(
+                    f"dtype={dtype!r} applies to backend='pytorch'; an exported backend takes its "
+                    "precision from backend_options (OpenVINO: {'precision': 'bf16'})"
+                )
+            self.dtype = torch.float32
             build = partial(build_predictor_model, self.cfg, checkpoint, torch.device("cpu"))
             self.model = load_exported_model(
                 backend, onnx_path, build, trace_size=(min_size_test, min_size_test),
@@ -363,6 +394,8 @@ class Predictor:
         return {"image": resized.float(), "height": int(h), "width": int(w)}
 
     def _autocast(self):
+        if self.dtype != torch.float32:
+            return inference_autocast(self.device, self.dtype)
         if not self.amp:
             return contextlib.nullcontext()
         dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16

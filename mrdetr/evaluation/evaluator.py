@@ -135,13 +135,16 @@ def inference_on_dataset(
         model: called as ``model(inputs) -> list[dict]`` with one batch of the loader.
         data_loader: yields lists of input dicts (one dict per image).
         evaluator: an evaluator, a list of them, or ``None`` (only run and time the model).
-        amp_dtype: autocast dtype (e.g. ``torch.float16``/``torch.bfloat16``); ``None`` = full precision.
+        amp_dtype: autocast dtype (e.g. ``torch.float16``/``torch.bfloat16``; the outputs are cast
+            back to float32 for the evaluator); ``None`` = full precision.
         log_period_s: seconds between progress log lines.
         num_warmup: batches excluded from the speed measurement (capped at ``len(loader) - 1``).
 
     Returns:
         ``evaluator.evaluate()`` (``{}`` when it returns ``None``, e.g. on non-main processes).
     """
+    from mrdetr.engine.precision import outputs_to_float32
+
     if evaluator is None:
         evaluator = DatasetEvaluators([])
     elif not isinstance(evaluator, DatasetEvaluator):
@@ -184,6 +187,8 @@ def inference_on_dataset(
             )
             with autocast:
                 outputs = model(inputs)
+            if amp_dtype is not None:
+                outputs = outputs_to_float32(outputs)
             _sync()
             t1 = time.perf_counter()
             compute_time += t1 - t0

@@ -2,7 +2,8 @@
 
     python demo/demo.py --config-file CFG --input img1.jpg "imgs/*.png" folder/ --output OUT_DIR \
         [--confidence-threshold 0.3] [--min_size_test 800 --max_size_test 1333] [--img_format RGB] \
-        [--metadata_dataset coco_2017_val] --opts train.init_checkpoint=model.pth train.device=cpu
+        [--metadata_dataset coco_2017_val] [--dtype bfloat16] \
+        --opts train.init_checkpoint=model.pth train.device=cpu
 
 Test-time size, model channel order and class names default to the config's (as the Predictor):
 ``dataloader.test.mapper.augmentation``, ``dataloader.test.mapper.img_format`` and the classes of
@@ -36,6 +37,7 @@ import numpy as np
 from mrdetr.utils.file_io import atomic_path
 from mrdetr.utils.progress import track
 
+from ..engine.precision import INFERENCE_DTYPES
 from ..engine.predictor_config import DEFAULT_SCORE_THRESHOLD
 
 __all__ = ["IMAGE_EXTENSIONS", "build_parser", "expand_inputs", "main"]
@@ -81,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-bad",
         action="store_true",
         help="process the readable input images, list the unreadable ones at the end (exit 1)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=INFERENCE_DTYPES,
+        help="inference dtype (default: the config's train.inference_dtype, else float32)",
     )
     p.add_argument("--opts", nargs="*", default=[], help="config overrides key=value ...")
     return p
@@ -189,6 +196,7 @@ class _Demo:
             threshold=args.confidence_threshold,
             batch_size=1,
             metadata_dataset=args.metadata_dataset,
+            dtype=args.dtype,
         )
 
     def draw(self, frame_bgr: np.ndarray) -> tuple[np.ndarray, int]:
