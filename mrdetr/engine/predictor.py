@@ -27,14 +27,11 @@ import contextlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
-from torch import Tensor, nn
+from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from mrdetr.checkpoint.io import load_checkpoint_file
@@ -42,6 +39,7 @@ from mrdetr.config.access import get_dotted
 
 from .compiling import compile_from_config
 from .defaults import resolve_device
+from .detections import Detections
 from .precision import (
     INFERENCE_DTYPE_KEY,
     configured_inference_dtype,
@@ -56,6 +54,7 @@ from .predictor_config import (
     model_image_format,
     test_resize_from_config,
 )
+from .predictor_inputs import ImageInput, check_format, describe_input, to_rgb_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -68,68 +67,7 @@ __all__ = [
     "load_config",
 ]
 
-ImageInput = str | os.PathLike | Image.Image | np.ndarray | Tensor
-_INPUT_FORMATS = ("RGB", "BGR")
 _MASK_THRESHOLD = 0.5  # probability above which a soft predicted mask pixel is foreground
-
-
-@dataclass
-class Detections:
-    """Detections of one image, in the coordinates of the original (un-resized) image.
-
-    Attributes:
-        boxes: [N, 4] float xyxy boxes in pixels.
-        scores: [N] confidences, sorted high to low.
-        classes: [N] int64 contiguous class ids.
-        image_size: (height, width) of the original image.
-        class_names: N names when the metadata has ``thing_classes``, else None.
-        masks: [N, H, W] bool instance masks when the model predicts them, else None.
-    """
-
-    boxes: Tensor
-    scores: Tensor
-    classes: Tensor
-    image_size: tuple[int, int]
-    class_names: list[str] | None = None
-    masks: Tensor | None = None
-
-    def __len__(self) -> int:
-        return int(self.scores.shape[0])
-
-    def filter(self, threshold: float) -> Detections:
-        """The detections whose score is strictly above ``threshold``."""
-        keep = self.scores > threshold
-        names = None
-        if self.class_names is not None:
-            names = [n for n, k in zip(self.class_names, keep.tolist()) if k]
-        masks = self.masks[keep] if self.masks is not None else None
-        return Detections(
-            self.boxes[keep], self.scores[keep], self.classes[keep], self.image_size, names, masks
-        )
-
-    def to_supervision(self) -> Any:
-        """These detections as a ``supervision.Detections`` (``pip install supervision``).
-
-        ``xyxy``, ``confidence``, ``class_id``, ``mask`` and ``data["class_name"]`` (when names are
-        known) are filled, so supervision's annotators and trackers take them directly.
-
-        Raises:
-            ImportError: supervision is not installed.
-        """
-        try:
-            import supervision as sv
-        except ImportError as exc:
-            raise ImportError(
-                "Detections.to_supervision() needs the supervision package: pip install supervision"
-            ) from exc
-        data = {} if self.class_names is None else {"class_name": np.array(self.class_names)}
-        return sv.Detections(
-            xyxy=self.boxes.detach().cpu().numpy().astype(np.float32),
-            confidence=self.scores.detach().cpu().numpy().astype(np.float32),
-            class_id=self.classes.detach().cpu().numpy().astype(int),
-            mask=None if self.masks is None else self.masks.detach().cpu().numpy(),
-            data=data,
-        )
 
 
 def resolve_config_path(name: str | os.PathLike) -> str:
@@ -195,60 +133,6 @@ def build_predictor_model(
     return model.to(device).eval()
 
 
-def _check_format(value: str, name: str) -> None:
-    if value not in _INPUT_FORMATS:
-        raise ValueError(f"{name} must be one of {_INPUT_FORMATS}, got '{value}'")
-
-
-def _to_rgb_tensor(image: ImageInput, input_format: str, index: int) -> Tensor:
-    """Convert one input to a [3, H, W] RGB tensor (uint8 stays uint8, anything else float32)."""
-    if isinstance(image, (str, os.PathLike)):
-        from ..data.detection_utils import read_image
-
-        return read_image(os.fspath(image), img_format="RGB")
-    if isinstance(image, Image.Image):
-        return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(
-                f"image {index}: numpy arrays must be [H, W, 3] ({input_format}), got shape {image.shape}"
-            )
-        if input_format == "BGR":
-            image = image[:, :, ::-1]
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-    elif isinstance(image, Tensor):
-        if image.dim() != 3 or image.shape[0] != 3:
-            raise ValueError(
-                f"image {index}: tensors must be [3, H, W] RGB, got shape {tuple(image.shape)}"
-            )
-        tensor = image.detach().cpu()
-    else:
-        raise TypeError(
-            f"image {index}: expected a file path, a PIL image, a numpy array or a tensor, "
-            f"got {type(image).__name__}"
-        )
-    if tensor.dtype == torch.uint8:
-        return tensor
-    tensor = tensor.float()
-    bad = int((~torch.isfinite(tensor)).sum())
-    if bad:
-        raise ValueError(
-            f"image {index}: {bad} of {tensor.numel()} pixel values are NaN or inf "
-            f"(shape {tuple(tensor.shape)}); expected finite values in 0..255"
-        )
-    return tensor
-
-
-def _describe_input(image: ImageInput, model_input: dict[str, Any], index: int) -> str:
-    """``image 3 'a.jpg' (1x5000 pixels, resized to 1x1333)`` for error messages."""
-    name = f" '{os.fspath(image)}'" if isinstance(image, (str, os.PathLike)) else ""
-    h, w = model_input["image"].shape[-2:]
-    return (
-        f"image {index}{name} ({model_input['height']}x{model_input['width']} pixels, "
-        f"resized to {h}x{w})"
-    )
-
-
 class Predictor:
     """Run a Mr. DETR model on images and return :class:`Detections`.
 
@@ -311,7 +195,7 @@ class Predictor:
         dtype: str | None = None,
         torch_compile: bool | None = None,
     ):
-        _check_format(input_format, "input_format")
+        check_format(input_format, "input_format")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.cfg = load_config(cfg, opts)
@@ -323,7 +207,7 @@ class Predictor:
                 f"need 0 < min_size_test <= max_size_test, got {min_size_test}, {max_size_test}"
             )
         self.model_format = model_image_format(self.cfg)
-        _check_format(self.model_format, "dataloader.test.mapper.img_format")
+        check_format(self.model_format, "dataloader.test.mapper.img_format")
         self.device = resolve_device(str(device))
         if weights is None:
             weights = get_dotted(self.cfg, "train.init_checkpoint") or None
@@ -379,7 +263,7 @@ class Predictor:
         original height/width); ``format`` is the channel order of a numpy input."""
         from ..data.transforms import shortest_edge_size
 
-        rgb = _to_rgb_tensor(image, format or self.input_format, index)
+        rgb = to_rgb_tensor(image, format or self.input_format, index)
         h, w = rgb.shape[-2:]
         if h == 0 or w == 0:
             raise ValueError(f"image {index}: empty image of size {h}x{w}")
@@ -451,7 +335,7 @@ class Predictor:
         items = [images] if single else list(images)
         thr = self.threshold if threshold is None else float(threshold)
         if format is not None:
-            _check_format(format, "format")
+            check_format(format, "format")
         inputs = [self.preprocess(img, i, format) for i, img in enumerate(items)]
         # Batch only images of the same resized size: padding changes the neck's GroupNorm statistics
         # and the convolutions at the image border, so a padded image would not give the detections
@@ -467,7 +351,7 @@ class Predictor:
                     with self._autocast():
                         outputs = self.model([inputs[i] for i in chunk])
                 except ValueError as exc:  # e.g. an image too small for the model: name it
-                    names = ", ".join(_describe_input(items[i], inputs[i], i) for i in chunk)
+                    names = ", ".join(describe_input(items[i], inputs[i], i) for i in chunk)
                     raise ValueError(f"{names}: {exc}") from exc
                 for i, out in zip(chunk, outputs):
                     results[i] = self._to_detections(out["instances"], thr)
