@@ -44,6 +44,7 @@ def _run(command: str, capsys) -> str:
     return capsys.readouterr().out
 
 
+@pytest.mark.openvino
 def test_every_block_of_the_deployment_doc_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MRDETR_CACHE", str(tmp_path / "cache"))

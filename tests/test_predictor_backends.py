@@ -97,6 +97,7 @@ def test_onnxruntime_predictor_equals_pytorch(setup, tmp_path):
     )
 
 
+@pytest.mark.openvino
 def test_openvino_predictor_equals_pytorch(setup, tmp_path):
     pytest.importorskip("openvino", reason="pip install 'mrdetr[openvino]'")
     _, weights, torch_p, ort_p = setup
