@@ -25,16 +25,22 @@ DIAGNOSTIC_METRICS = (
 
 
 def run_metrics(run: dict) -> dict[str, dict[int, float]]:
-    """Every metric of one run as ``{label: {iteration: value}}``."""
+    """Every metric of one run as ``{label: {steps taken: value}}``.
+
+    Diagnostics are keyed by the optimizer steps behind their checkpoint (``model_0000174.pth``:
+    175). The evaluation after that step is logged in ``metrics.json`` at the 0-based iteration
+    (174, detectron2's convention; the final one at ``max_iter``); it is shown in the same column.
+    """
+    steps = {int(it) for it in run.get("diagnostics", {})}
+
+    def column(it: int) -> int:
+        return it + 1 if it + 1 in steps and it not in steps else it
+
     metrics: dict[str, dict[int, float]] = {
-        "primary AP": {int(c[0]): c[1] for c in run["curve"]},
-        "primary AP50": {int(c[0]): c[2] for c in run["curve"]},
+        "primary AP": {column(int(c[0])): c[1] for c in run["curve"]},
+        "primary AP50": {column(int(c[0])): c[2] for c in run["curve"]},
     }
-    evaluated = set(metrics["primary AP"])
     for it, report in run.get("diagnostics", {}).items():
-        # diagnostics are keyed by steps taken (model_0000174.pth: 175); the evaluation after that
-        # step may be logged at the 0-based iteration (174): show both in one column
-        it = int(it) - 1 if int(it) not in evaluated and int(it) - 1 in evaluated else int(it)
         for label, route, key in DIAGNOSTIC_METRICS:
             if route == "o2m":
                 value = report.get("one_to_many", {}).get(key)
