@@ -10,6 +10,11 @@ measures the GEMM rate of its dtype, for the fraction of the GEMM-bound floor re
 the data loader alone (images/s) for the quick-start config, to show it is not the bottleneck.
 
     python benchmarks/bench_train.py [--threads 2] [--steps 3] [--skip-r50] [--no-peer]
+    python benchmarks/bench_train.py --profile [--profile-size 256] [--threads 1]
+
+``--profile`` instead profiles one training step of the R50 model (batch 1) with ``torch.profiler``,
+in float32 and under bf16 autocast (alternating fresh processes, ``--profile-rounds`` each), and
+prints the step times and the ops by self CPU time in both, with the bf16 / fp32 ratio.
 """
 
 from __future__ import annotations
@@ -89,6 +94,8 @@ def _worker(spec: dict) -> dict:
         opt.step()
 
     step()  # warm-up (also allocates optimizer state)
+    if spec.get("profile"):
+        return _profile_step(step)
     base = _rss_mb()
     start_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
@@ -105,6 +112,67 @@ def _worker(spec: dict) -> dict:
         "floor_pct": 100 * flops / rate * spec["steps"] / elapsed,
         "gemm_gflop_s": rate / 1e9,
     }
+
+
+def _profile_step(step) -> dict:
+    """One timed step, then one step under ``torch.profiler``: {step_s, ops: {name: [ms, calls]}}."""
+    from torch.profiler import ProfilerActivity, profile
+
+    start = time.perf_counter()
+    step()
+    step_s = time.perf_counter() - start
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    ops = {e.key: [e.self_cpu_time_total / 1e3, e.count] for e in prof.key_averages()}
+    return {"step_s": step_s, "ops": ops}
+
+
+def _print_profile(size: int, threads: int, rounds: int, top: int) -> None:
+    """Profile the R50 step in fp32 and bf16 AMP (alternating processes) and print both."""
+    runs: dict[str, list[dict]] = {"fp32": [], "bf16": []}
+    for _ in range(rounds):
+        for label, amp in (("fp32", False), ("bf16", True)):
+            spec = dict(
+                config=str(R50),
+                size=size,
+                batch=1,
+                ckpt=False,
+                amp=amp,
+                peer=False,
+                threads=threads,
+                steps=0,
+                profile=True,
+            )
+            runs[label].append(_run(spec))
+    step = {k: sorted(r["step_s"] for r in v)[len(v) // 2] for k, v in runs.items()}
+    print(
+        f"R50 300q, {size} px, batch 1, {threads} thread(s), {rounds} round(s) of fresh processes"
+    )
+    print(
+        f"step (median, unprofiled): fp32 {step['fp32']:.3f} s, bf16 AMP {step['bf16']:.3f} s, "
+        f"bf16 speed {step['fp32'] / step['bf16']:.2f}x"
+    )
+
+    def median_ops(label: str) -> dict[str, tuple[float, int]]:
+        names = set().union(*(r["ops"] for r in runs[label]))
+        out = {}
+        for name in names:
+            values = sorted(r["ops"].get(name, [0.0, 0])[0] for r in runs[label])
+            out[name] = (values[len(values) // 2], runs[label][0]["ops"].get(name, [0, 0])[1])
+        return out
+
+    fp32, bf16 = median_ops("fp32"), median_ops("bf16")
+    totals = {k: sum(v[0] for v in ops.values()) for k, ops in (("fp32", fp32), ("bf16", bf16))}
+    print(f"profiled self CPU total: fp32 {totals['fp32']:.0f} ms, bf16 {totals['bf16']:.0f} ms")
+    print("| op | fp32 ms | bf16 ms | bf16 / fp32 | calls fp32 | calls bf16 |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    names = sorted(
+        set(fp32) | set(bf16), key=lambda n: -max(fp32.get(n, (0,))[0], bf16.get(n, (0,))[0])
+    )
+    for name in names[:top]:
+        a, b = fp32.get(name, (0.0, 0)), bf16.get(name, (0.0, 0))
+        ratio = f"{b[0] / a[0]:.2f}" if a[0] > 0 else "new"
+        print(f"| `{name[:60]}` | {a[0]:.1f} | {b[0]:.1f} | {ratio} | {a[1]} | {b[1]} |")
 
 
 def _loader_images_per_s(threads: int, n: int) -> float:
@@ -143,7 +211,20 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--skip-r50", action="store_true", help="only the quick-start model")
     parser.add_argument("--no-peer", action="store_true", help="skip the HF Deformable DETR rows")
+    parser.add_argument("--profile", action="store_true", help="profile fp32 vs bf16 AMP (R50)")
+    parser.add_argument("--profile-size", type=int, default=256, help="image side for --profile")
+    parser.add_argument("--profile-rounds", type=int, default=2, help="processes per dtype")
+    parser.add_argument("--profile-top", type=int, default=25, help="ops listed")
     args = parser.parse_args(argv)
+    if args.profile:
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        import torch
+        from machine import machine_line
+
+        torch.set_num_threads(args.threads)
+        print(machine_line(torch.device("cpu")))
+        _print_profile(args.profile_size, args.threads, args.profile_rounds, args.profile_top)
+        return
     sys.path.insert(0, str(REPO / "benchmarks"))
     from machine import machine_line
     from peer import peer_unavailable_reason

@@ -79,3 +79,22 @@ def test_environment_dump_knows_the_pycocotools_version():
 
     row = [line for line in collect_env_info().splitlines() if line.startswith("pycocotools")]
     assert row and row[0].split()[-1] == importlib.metadata.version("pycocotools")
+
+
+def test_debug_lines_go_to_the_log_file_not_the_console(tmp_path, capsys):
+    from mrdetr.utils.logger import setup_logger
+
+    logger = setup_logger(str(tmp_path), name="mrdetr_console_test")
+    try:
+        logger.debug("Model:\nLinear(in_features=2)")
+        logger.info("an info line")
+        for handler in logger.handlers:
+            handler.flush()
+        out = capsys.readouterr().out
+        assert "an info line" in out and "Linear(in_features=2" not in out
+        log = (tmp_path / "log.txt").read_text()
+        assert "an info line" in log and "Linear(in_features=2" in log
+    finally:
+        for handler in list(logger.handlers):
+            handler.close()
+            logger.removeHandler(handler)

@@ -77,6 +77,8 @@ def test_demo_on_a_folder_a_glob_and_a_single_file(ckpt, tmp_path, demo_inproc):
     proc = _demo(["--input", str(src), str(tmp_path / "extra" / "*.png"), "--output", str(out),
                   "--confidence-threshold", "0.0"], ckpt)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    # output captured (not a terminal): log lines only, no progress-bar redraws
+    assert "\r" not in proc.stdout + proc.stderr and "%|" not in proc.stderr
     assert sorted(os.listdir(out)) == sorted(originals)
     for name, original in originals.items():
         drawn = cv2.imread(str(out / name))
@@ -102,6 +104,7 @@ def test_demo_on_a_video(ckpt, tmp_path):
         ["--video-input", str(video), "--output", str(out), "--confidence-threshold", "0"], ckpt
     )
     assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stdout + proc.stderr and "%|" not in proc.stderr  # no bar
     cap = cv2.VideoCapture(str(out))
     assert (
         int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) == W and int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == H

@@ -109,3 +109,26 @@ def test_auto_on_this_cpu_follows_its_amx_flag():
     has_amx = cpuinfo.exists() and "amx_bf16" in cpuinfo.read_text()
     expected = torch.bfloat16 if has_amx else torch.float32
     assert resolve_inference_dtype("auto", "cpu") == expected
+
+
+def test_frozen_batchnorm_keeps_the_input_dtype_and_torchvision_float32_results():
+    from torchvision.ops import misc
+
+    from mrdetr.layers import FrozenBatchNorm2d as DtypeKeeping
+
+    g = torch.Generator().manual_seed(0)
+    ours, theirs = DtypeKeeping(6), misc.FrozenBatchNorm2d(6)
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        value = torch.rand(6, generator=g) + 0.5
+        getattr(ours, name).copy_(value)
+        getattr(theirs, name).copy_(value)
+    x = torch.randn(2, 6, 5, 7, generator=g)
+    assert torch.equal(ours(x), theirs(x))  # float32: bit-identical
+    assert theirs(x.bfloat16()).dtype == torch.float32  # torchvision promotes bf16 activations
+    out = ours(x.bfloat16())
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), theirs(x), rtol=2e-2, atol=2e-2)  # bf16 rounding
+    backbone = tiny_model().backbone.eval()
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        features = backbone(torch.randn(1, 3, 64, 64, generator=g))
+    assert {f.dtype for f in features.values()} == {torch.bfloat16}  # no float32 round trips

@@ -40,8 +40,9 @@ def run_dir(tmp_path_factory):
         sd = tiny_model(seed=seed).state_dict()
         sd["counter"] = torch.tensor([it, 7], dtype=torch.int64)  # an integer buffer
         sds[it] = sd
-        torch.save({"model": sd, "ema": {"decay": 0.9, "state": sd}, "iteration": it},
-                   folder / f"model_{it:07d}.pth")  # fmt: skip
+        metadata = {"dataset": "d", "class_names": [f"run{it}"]}  # which file it came from
+        torch.save({"model": sd, "ema": {"decay": 0.9, "state": sd}, "iteration": it,
+                    "metadata": metadata}, folder / f"model_{it:07d}.pth")  # fmt: skip
     return folder, sds
 
 
@@ -49,7 +50,9 @@ def test_model_mean_is_the_weighted_sum_and_keeps_integer_buffers(run_dir):
     folder, sds = run_dir
     proc = _run("projects/modelmean_12ep.py", ["-n", str(folder)])
     assert proc.returncode == 0, proc.stderr
-    mean = torch.load(folder / "meanmodel.pth", weights_only=True)["model"]
+    written = torch.load(folder / "meanmodel.pth", weights_only=True)
+    assert written["metadata"]["class_names"] == ["run89999"]  # the newest file's class names
+    mean = written["model"]
     assert mean.keys() == sds[89999].keys()
     for key, value in mean.items():
         if key == "counter":

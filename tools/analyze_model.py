@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Parameters per module and FLOPs (fvcore) of the primary inference route.
+"""Parameters per module and FLOPs (torch.utils.flop_counter) of the primary inference route.
 
 A thin wrapper over :mod:`mrdetr.tools.analyze_model` (``--help`` lists every flag).
 """

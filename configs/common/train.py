@@ -9,6 +9,13 @@ train = dict(
     init_checkpoint_min_match=0.2,
     max_iter=90000,  # optimizer steps; with grad_accum_steps=k each step consumes k batches
     amp=dict(enabled=False, dtype="float16"),  # dtype: "float16" (GradScaler) or "bfloat16"
+    # dtype of evaluation, the Predictor and the demo: "float32", "bfloat16" (weights cast once,
+    # frozen BN folded, channels-last backbone: mrdetr.engine.precision) or "auto" (bfloat16 on a
+    # CUDA device with bf16 or a CPU with AMX, else float32); training keeps float32 weights
+    inference_dtype="float32",
+    # torch.compile of these submodules for the Predictor, the demo and --eval-only runs (not for
+    # training); off by default: benchmarks/README.md has the compile time and the speed-up
+    compile=dict(enabled=False, modules=["backbone", "neck"]),
     ddp=dict(broadcast_buffers=False, find_unused_parameters=False),
     checkpointer=dict(period=5000, max_to_keep=100),
     eval_period=5000,

@@ -1,7 +1,7 @@
 """Training checkpoints: atomic save, resume with full state, ``weights_only`` loading.
 
 A checkpoint file is ``{"model", "optimizer", "scheduler", "grad_scaler", "ema", "iteration",
-"rng", ...extra}``; every value is a tensor or plain Python data so ``torch.load(...,
+"rng", "metadata" (the training dataset's class names, when known), ...extra}``; every value is a tensor or plain Python data so ``torch.load(...,
 weights_only=True)`` reads it. Writes go through :func:`mrdetr.utils.file_io.atomic_write` (a
 temporary file in the same directory, fsynced, renamed over the final name, directory fsynced), so a
 crash never leaves a half-written checkpoint behind; ``last_checkpoint`` (the basename of the newest
@@ -23,12 +23,13 @@ from mrdetr.utils import comm
 from mrdetr.utils.env import capture_rng_state, restore_rng_state
 from mrdetr.utils.file_io import atomic_write, atomic_write_text
 
-__all__ = ["CheckpointError", "Checkpointer", "check_key_match"]
+__all__ = ["METADATA_KEY", "CheckpointError", "Checkpointer", "check_key_match"]
 
 logger = logging.getLogger(__name__)
 
 LAST_CHECKPOINT_FILE = "last_checkpoint"
 _EXTENSION = ".pth"
+METADATA_KEY = "metadata"  # the entry of :attr:`Checkpointer.metadata`
 
 
 class CheckpointError(RuntimeError):
@@ -94,6 +95,8 @@ class Checkpointer:
         grad_scaler: ``torch.amp.GradScaler``, saved as ``"grad_scaler"``.
         ema: :class:`mrdetr.engine.ema.ModelEMA`, saved as ``"ema"``.
         save_to_disk: whether :meth:`save` writes files; ``None`` means only on the main process.
+        metadata: saved as :data:`METADATA_KEY` when not None (plain lists/dicts, e.g. the training
+            dataset's class names); a plain attribute that may be set after construction.
         **checkpointables: further objects with ``state_dict``/``load_state_dict``.
     """
 
@@ -107,9 +110,11 @@ class Checkpointer:
         grad_scaler: torch.amp.GradScaler | None = None,
         ema: _Stateful | None = None,
         save_to_disk: bool | None = None,
+        metadata: dict[str, Any] | None = None,
         **checkpointables: _Stateful,
     ) -> None:
         self.model = _unwrap(model)
+        self.metadata = metadata
         self.save_dir = save_dir
         self.save_to_disk = comm.is_main_process() if save_to_disk is None else save_to_disk
         named = {
@@ -139,6 +144,8 @@ class Checkpointer:
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
         data["rng"] = capture_rng_state()
+        if self.metadata is not None:
+            data[METADATA_KEY] = self.metadata
         data.update(extra)
         os.makedirs(self.save_dir, exist_ok=True)
         basename = f"{name}{_EXTENSION}"

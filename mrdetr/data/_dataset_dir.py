@@ -18,9 +18,9 @@ from typing import Any
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from mrdetr.utils.file_io import atomic_path, temporary_sibling
+from mrdetr.utils.progress import track
 
 __all__ = [
     "SPLITS",
@@ -133,7 +133,7 @@ class Generation:
         image_size: longer image side in pixels.
         num_train: number of training images.
         num_val: number of validation images.
-        progress: show tqdm progress bars.
+        progress: show progress bars (on a terminal only).
     """
 
     seed: int
@@ -154,10 +154,10 @@ class Generation:
         return {"description": description, "version": version, "generator": generator}
 
     def images(self, split: str, desc: str) -> Iterator[tuple[int, np.random.Generator]]:
-        """``(i, default_rng([seed, split index, i]))`` per image of ``split``, with a tqdm bar."""
+        """``(i, default_rng([seed, split index, i]))`` per image of ``split``, with a progress bar."""
         split_id = SPLITS.index(split)
         count = (self.num_train, self.num_val)[split_id]
-        for i in tqdm(range(count), desc=f"{desc} {split}", disable=not self.progress):
+        for i in track(range(count), f"{desc} {split}", enabled=self.progress):
             yield i, np.random.default_rng([self.seed, split_id, i])
 
 

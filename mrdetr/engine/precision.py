@@ -1,8 +1,11 @@
 """Inference in bfloat16: the dtype switch, its "auto" choice, and running a model in it.
 
-``dtype="float32" | "bfloat16" | "auto"``: "auto" picks bfloat16 only where it is faster than
-float32 (a CUDA device with bf16 support, or a CPU with AMX matrix units) and logs what it picked and
-why; on a CPU without AMX, bf16 matmuls run on the vector units at no gain, so it keeps float32.
+``dtype="float32" | "bfloat16" | "auto"`` (in a config: ``train.inference_dtype``, read by the
+Predictor, the demo and the evaluation of ``train_net.py``): "auto" picks bfloat16 where it is
+expected to be faster than float32 (a CUDA device with bf16 support, or a CPU with AMX matrix
+units) and logs what it picked and why; on a CPU without AMX it keeps float32. (Without AMX, bf16
+matmuls run on the vector units; with avx512_bf16 the R50 model still ran 1.9x faster in bf16 on
+one thread: ``benchmarks/README.md``.)
 
 Running in bf16 (:func:`prepare_for_inference` once, then :func:`inference_autocast` per call):
 
@@ -15,11 +18,15 @@ Running in bf16 (:func:`prepare_for_inference` once, then :func:`inference_autoc
   by autocast at the first matmul or convolution that reads them; reductions autocast lists as
   float32 ops (softmax, norms, losses) still run in float32;
 - floating-point outputs are returned in float32 (:func:`outputs_to_float32`).
+
+:func:`inference_model` gives the model to run: the model itself in float32, else a prepared copy,
+so evaluating a model that is being trained never changes its weights.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -28,18 +35,24 @@ import torch
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from mrdetr.config.access import get_dotted
 from mrdetr.modeling.backbone.resnet import ConvNorm
 
 __all__ = [
     "INFERENCE_DTYPES",
+    "INFERENCE_DTYPE_KEY",
+    "configured_inference_dtype",
     "fold_frozen_batchnorm",
     "inference_autocast",
+    "inference_model",
     "outputs_to_float32",
     "prepare_for_inference",
     "resolve_inference_dtype",
 ]
 
 INFERENCE_DTYPES = ("float32", "bfloat16", "auto")
+INFERENCE_DTYPE_KEY = "train.inference_dtype"  # the config key of the switch
+_DEFAULT_INFERENCE_DTYPE = "float32"
 
 logger = logging.getLogger(__name__)
 
@@ -49,14 +62,26 @@ def _cpu_has_amx() -> bool:
     return bool(check is not None and check())
 
 
-def resolve_inference_dtype(dtype: str, device: torch.device | str) -> torch.dtype:
+def configured_inference_dtype(cfg: Any) -> str:
+    """The config's ``train.inference_dtype`` ("float32" when the key is missing)."""
+    return str(get_dotted(cfg, INFERENCE_DTYPE_KEY, _DEFAULT_INFERENCE_DTYPE))
+
+
+def resolve_inference_dtype(
+    dtype: str, device: torch.device | str, *, name: str = "inference dtype"
+) -> torch.dtype:
     """The dtype to run inference in on ``device``; "auto" logs its choice and the reason.
+
+    Args:
+        dtype: one of :data:`INFERENCE_DTYPES`.
+        device: the device the model runs on.
+        name: what ``dtype`` came from (a config key, an argument), for the error message.
 
     Raises:
         ValueError: ``dtype`` is not one of :data:`INFERENCE_DTYPES`.
     """
     if dtype not in INFERENCE_DTYPES:
-        raise ValueError(f"inference dtype must be one of {INFERENCE_DTYPES}, got {dtype!r}")
+        raise ValueError(f"{name} must be one of {INFERENCE_DTYPES}, got {dtype!r}")
     if dtype != "auto":
         return getattr(torch, dtype)
     device = torch.device(device)
@@ -65,7 +90,7 @@ def resolve_inference_dtype(dtype: str, device: torch.device | str) -> torch.dty
         why = f"CUDA device {'supports' if fast else 'does not support'} bf16"
     elif device.type == "cpu":
         fast = _cpu_has_amx()
-        why = "the CPU has AMX tiles" if fast else "the CPU has no AMX (bf16 would not be faster)"
+        why = "the CPU has AMX tiles" if fast else "the CPU has no AMX (bf16 not assumed faster)"
     else:
         fast, why = False, f"no bf16 speed data for device type {device.type!r}"
     picked = torch.bfloat16 if fast else torch.float32
@@ -118,6 +143,17 @@ def prepare_for_inference(model: nn.Module, dtype: torch.dtype) -> nn.Module:
         fold_frozen_batchnorm(backbone)
         backbone.to(memory_format=torch.channels_last)
     return model.to(dtype=dtype)
+
+
+def inference_model(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """The model to run inference with in ``dtype``: ``model`` itself for float32, else a copy
+    prepared by :func:`prepare_for_inference` (``model``'s weights and mode are not touched).
+
+    The copy holds the weights in ``dtype`` (half the float32 size for bf16) next to the original.
+    """
+    if dtype == torch.float32:
+        return model
+    return prepare_for_inference(copy.deepcopy(model), dtype)
 
 
 @contextlib.contextmanager

@@ -26,25 +26,35 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
-from torch import Tensor, nn
+from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
+from mrdetr.checkpoint.io import load_checkpoint_file
 from mrdetr.config.access import get_dotted
 
+from .compiling import compile_from_config
 from .defaults import resolve_device
+from .detections import Detections
+from .precision import (
+    INFERENCE_DTYPE_KEY,
+    configured_inference_dtype,
+    inference_autocast,
+    prepare_for_inference,
+    resolve_inference_dtype,
+)
 from .predictor_config import (
     DEFAULT_SCORE_THRESHOLD,
+    class_names_from_checkpoint,
     class_names_from_config,
     model_image_format,
     test_resize_from_config,
 )
+from .predictor_inputs import ImageInput, check_format, describe_input, to_rgb_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -57,68 +67,7 @@ __all__ = [
     "load_config",
 ]
 
-ImageInput = str | os.PathLike | Image.Image | np.ndarray | Tensor
-_INPUT_FORMATS = ("RGB", "BGR")
 _MASK_THRESHOLD = 0.5  # probability above which a soft predicted mask pixel is foreground
-
-
-@dataclass
-class Detections:
-    """Detections of one image, in the coordinates of the original (un-resized) image.
-
-    Attributes:
-        boxes: [N, 4] float xyxy boxes in pixels.
-        scores: [N] confidences, sorted high to low.
-        classes: [N] int64 contiguous class ids.
-        image_size: (height, width) of the original image.
-        class_names: N names when the metadata has ``thing_classes``, else None.
-        masks: [N, H, W] bool instance masks when the model predicts them, else None.
-    """
-
-    boxes: Tensor
-    scores: Tensor
-    classes: Tensor
-    image_size: tuple[int, int]
-    class_names: list[str] | None = None
-    masks: Tensor | None = None
-
-    def __len__(self) -> int:
-        return int(self.scores.shape[0])
-
-    def filter(self, threshold: float) -> Detections:
-        """The detections whose score is strictly above ``threshold``."""
-        keep = self.scores > threshold
-        names = None
-        if self.class_names is not None:
-            names = [n for n, k in zip(self.class_names, keep.tolist()) if k]
-        masks = self.masks[keep] if self.masks is not None else None
-        return Detections(
-            self.boxes[keep], self.scores[keep], self.classes[keep], self.image_size, names, masks
-        )
-
-    def to_supervision(self) -> Any:
-        """These detections as a ``supervision.Detections`` (``pip install supervision``).
-
-        ``xyxy``, ``confidence``, ``class_id``, ``mask`` and ``data["class_name"]`` (when names are
-        known) are filled, so supervision's annotators and trackers take them directly.
-
-        Raises:
-            ImportError: supervision is not installed.
-        """
-        try:
-            import supervision as sv
-        except ImportError as exc:
-            raise ImportError(
-                "Detections.to_supervision() needs the supervision package: pip install supervision"
-            ) from exc
-        data = {} if self.class_names is None else {"class_name": np.array(self.class_names)}
-        return sv.Detections(
-            xyxy=self.boxes.detach().cpu().numpy().astype(np.float32),
-            confidence=self.scores.detach().cpu().numpy().astype(np.float32),
-            class_id=self.classes.detach().cpu().numpy().astype(int),
-            mask=None if self.masks is None else self.masks.detach().cpu().numpy(),
-            data=data,
-        )
 
 
 def resolve_config_path(name: str | os.PathLike) -> str:
@@ -160,13 +109,14 @@ def load_config(cfg_or_path: Any, opts: Sequence[str] | None = None) -> Any:
 
 
 def build_predictor_model(
-    cfg: Any, weights: str | os.PathLike | None, device: torch.device
+    cfg: Any, weights: str | os.PathLike | Mapping[str, Any] | None, device: torch.device
 ) -> nn.Module:
     """Instantiate ``cfg.model`` on ``device`` in eval mode and load ``weights`` (official or ours).
 
     Args:
         weights: a file, ``hf://<owner>/<repo>/<file>`` or a model-zoo name (resolved by
-            :func:`mrdetr.model_zoo.resolve_checkpoint`), or None for the model's initialisation.
+            :func:`mrdetr.model_zoo.resolve_checkpoint`), a checkpoint already read (a state
+            dict or ``{"model": state_dict, ...}``), or None for the model's initialisation.
 
     Raises:
         FileNotFoundError: ``weights`` cannot be found (the message says where to put it).
@@ -175,66 +125,12 @@ def build_predictor_model(
     from ..config import instantiate
     from ..model_zoo import resolve_checkpoint
 
-    if weights is not None:  # before the (slow) model build
+    if isinstance(weights, (str, os.PathLike)):  # before the (slow) model build
         weights = resolve_checkpoint(weights)
     model = instantiate(cfg.model)
     if weights is not None:
         load_official(model, weights)
     return model.to(device).eval()
-
-
-def _check_format(value: str, name: str) -> None:
-    if value not in _INPUT_FORMATS:
-        raise ValueError(f"{name} must be one of {_INPUT_FORMATS}, got '{value}'")
-
-
-def _to_rgb_tensor(image: ImageInput, input_format: str, index: int) -> Tensor:
-    """Convert one input to a [3, H, W] RGB tensor (uint8 stays uint8, anything else float32)."""
-    if isinstance(image, (str, os.PathLike)):
-        from ..data.detection_utils import read_image
-
-        return read_image(os.fspath(image), img_format="RGB")
-    if isinstance(image, Image.Image):
-        return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(
-                f"image {index}: numpy arrays must be [H, W, 3] ({input_format}), got shape {image.shape}"
-            )
-        if input_format == "BGR":
-            image = image[:, :, ::-1]
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-    elif isinstance(image, Tensor):
-        if image.dim() != 3 or image.shape[0] != 3:
-            raise ValueError(
-                f"image {index}: tensors must be [3, H, W] RGB, got shape {tuple(image.shape)}"
-            )
-        tensor = image.detach().cpu()
-    else:
-        raise TypeError(
-            f"image {index}: expected a file path, a PIL image, a numpy array or a tensor, "
-            f"got {type(image).__name__}"
-        )
-    if tensor.dtype == torch.uint8:
-        return tensor
-    tensor = tensor.float()
-    bad = int((~torch.isfinite(tensor)).sum())
-    if bad:
-        raise ValueError(
-            f"image {index}: {bad} of {tensor.numel()} pixel values are NaN or inf "
-            f"(shape {tuple(tensor.shape)}); expected finite values in 0..255"
-        )
-    return tensor
-
-
-def _describe_input(image: ImageInput, model_input: dict[str, Any], index: int) -> str:
-    """``image 3 'a.jpg' (1x5000 pixels, resized to 1x1333)`` for error messages."""
-    name = f" '{os.fspath(image)}'" if isinstance(image, (str, os.PathLike)) else ""
-    h, w = model_input["image"].shape[-2:]
-    return (
-        f"image {index}{name} ({model_input['height']}x{model_input['width']} pixels, "
-        f"resized to {h}x{w})"
-    )
 
 
 class Predictor:
@@ -248,7 +144,8 @@ class Predictor:
             ``train.init_checkpoint`` when the config sets it.
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda:0"``...
         amp: run under autocast (float16 on CUDA, bfloat16 on CPU); ``None`` follows
-            ``train.amp.enabled`` of the config on CUDA and is off on CPU.
+            ``train.amp.enabled`` of the config on CUDA and is off on CPU. Not used when
+            ``dtype`` resolves to bfloat16.
         min_size_test: shorter side after the test-time resize (default: the config's
             ``dataloader.test.mapper.augmentation.min_size``).
         max_size_test: cap on the longer side after the resize (default: the config's ``max_size``).
@@ -258,8 +155,22 @@ class Predictor:
             :data:`DEFAULT_SCORE_THRESHOLD`.
         batch_size: images per forward pass when a list is given.
         metadata_dataset: registered dataset whose classes name the detections (default: the
-            config's ``dataloader.train.dataset``, else ``dataloader.test.dataset``).
+            names stored in the checkpoint by training, else those of the config's
+            ``dataloader.train.dataset``, else of ``dataloader.test.dataset``).
         opts: ``key=value`` config overrides.
+        backend: ``"pytorch"``, or run the exported graph with ``"onnxruntime"`` / ``"openvino"``
+            (:mod:`mrdetr.export.runtime`; same inputs, preprocessing and :class:`Detections`).
+        onnx_path: for an exported backend, an ONNX file exported with post-processing
+            (``mrdetr-export-onnx --dynamic --postprocess``); None exports the model once into the
+            cache (``$MRDETR_CACHE/onnx``, default ``~/.cache/mrdetr/onnx``).
+        backend_options: for an exported backend, e.g. ``{"precision": "bf16"}`` for OpenVINO's
+            inference precision (default ``"f32"``).
+        dtype: ``"float32"``, ``"bfloat16"`` (weights cast once, frozen batch norms folded,
+            channels-last backbone, detections back in float32: :mod:`mrdetr.engine.precision`)
+            or ``"auto"`` (bfloat16 where it is faster: a CUDA device with bf16, a CPU with AMX);
+            ``None`` follows the config's ``train.inference_dtype`` (default ``"float32"``).
+        torch_compile: ``torch.compile`` the submodules of ``train.compile.modules``
+            (:mod:`mrdetr.engine.compiling`); ``None`` follows ``train.compile.enabled`` (off).
 
     The model gets its images in the channel order of ``dataloader.test.mapper.img_format``.
     """
@@ -278,8 +189,13 @@ class Predictor:
         batch_size: int = 8,
         metadata_dataset: str | None = None,
         opts: Sequence[str] | None = None,
+        backend: str = "pytorch",
+        onnx_path: str | os.PathLike | None = None,
+        backend_options: dict[str, Any] | None = None,
+        dtype: str | None = None,
+        torch_compile: bool | None = None,
     ):
-        _check_format(input_format, "input_format")
+        check_format(input_format, "input_format")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.cfg = load_config(cfg, opts)
@@ -291,11 +207,39 @@ class Predictor:
                 f"need 0 < min_size_test <= max_size_test, got {min_size_test}, {max_size_test}"
             )
         self.model_format = model_image_format(self.cfg)
-        _check_format(self.model_format, "dataloader.test.mapper.img_format")
+        check_format(self.model_format, "dataloader.test.mapper.img_format")
         self.device = resolve_device(str(device))
         if weights is None:
             weights = get_dotted(self.cfg, "train.init_checkpoint") or None
-        self.model = build_predictor_model(self.cfg, weights, self.device)
+        # an exported graph given as onnx_path needs no weights (class names then come from the config)
+        read_weights = weights is not None and (backend == "pytorch" or onnx_path is None)
+        checkpoint = load_checkpoint_file(weights) if read_weights else None
+        if backend == "pytorch":
+            self.dtype = resolve_inference_dtype(  # before the (slow) model build
+                dtype or configured_inference_dtype(self.cfg),
+                self.device,
+                name="dtype" if dtype else INFERENCE_DTYPE_KEY,
+            )
+            self.model = prepare_for_inference(
+                build_predictor_model(self.cfg, checkpoint, self.device), self.dtype
+            )
+            compile_from_config(self.model, self.cfg, torch_compile)
+        else:  # an exported graph, called like the model (amp does not apply)
+            from ..export.runtime import load_exported_model
+
+            if dtype not in (None, "float32"):
+                raise ValueError(
+                    f"dtype={dtype!r} applies to backend='pytorch'; an exported backend takes its "
+                    "precision from backend_options (OpenVINO: {'precision': 'bf16'})"
+                )
+            self.dtype = torch.float32
+            build = partial(build_predictor_model, self.cfg, checkpoint, torch.device("cpu"))
+            self.model = load_exported_model(
+                backend, onnx_path, build, trace_size=(min_size_test, min_size_test),
+                device=self.device, **(backend_options or {}),
+            )  # fmt: skip
+            amp = False
+        self.backend = backend
         if amp is None:
             amp = (
                 bool(get_dotted(self.cfg, "train.amp.enabled", False))
@@ -307,7 +251,9 @@ class Predictor:
         self.input_format = input_format
         self.threshold = float(threshold)
         self.batch_size = int(batch_size)
-        self.class_names = class_names_from_config(self.cfg, metadata_dataset)
+        self.class_names = None if metadata_dataset else class_names_from_checkpoint(checkpoint)
+        if self.class_names is None:
+            self.class_names = class_names_from_config(self.cfg, metadata_dataset)
 
     # ------------------------------------------------------------------------------------ steps
     def preprocess(
@@ -317,7 +263,7 @@ class Predictor:
         original height/width); ``format`` is the channel order of a numpy input."""
         from ..data.transforms import shortest_edge_size
 
-        rgb = _to_rgb_tensor(image, format or self.input_format, index)
+        rgb = to_rgb_tensor(image, format or self.input_format, index)
         h, w = rgb.shape[-2:]
         if h == 0 or w == 0:
             raise ValueError(f"image {index}: empty image of size {h}x{w}")
@@ -332,6 +278,8 @@ class Predictor:
         return {"image": resized.float(), "height": int(h), "width": int(w)}
 
     def _autocast(self):
+        if self.dtype != torch.float32:
+            return inference_autocast(self.device, self.dtype)
         if not self.amp:
             return contextlib.nullcontext()
         dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
@@ -387,7 +335,7 @@ class Predictor:
         items = [images] if single else list(images)
         thr = self.threshold if threshold is None else float(threshold)
         if format is not None:
-            _check_format(format, "format")
+            check_format(format, "format")
         inputs = [self.preprocess(img, i, format) for i, img in enumerate(items)]
         # Batch only images of the same resized size: padding changes the neck's GroupNorm statistics
         # and the convolutions at the image border, so a padded image would not give the detections
@@ -403,7 +351,7 @@ class Predictor:
                     with self._autocast():
                         outputs = self.model([inputs[i] for i in chunk])
                 except ValueError as exc:  # e.g. an image too small for the model: name it
-                    names = ", ".join(_describe_input(items[i], inputs[i], i) for i in chunk)
+                    names = ", ".join(describe_input(items[i], inputs[i], i) for i in chunk)
                     raise ValueError(f"{names}: {exc}") from exc
                 for i, out in zip(chunk, outputs):
                     results[i] = self._to_detections(out["instances"], thr)

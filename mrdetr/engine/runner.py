@@ -24,6 +24,7 @@ from mrdetr.engine.defaults import default_setup, resolve_device
 from mrdetr.engine.ema import ModelEMA, unwrap_model
 from mrdetr.engine.eval_metrics import write_eval_only_metrics
 from mrdetr.engine.launch import create_ddp_model
+from mrdetr.engine.predictor_config import dataset_metadata
 from mrdetr.engine.trackers import build_tracker_writers, log_evaluation
 from mrdetr.engine.train_loop import Trainer, build_grad_scaler
 from mrdetr.solver.lr_scheduler import LRMultiplier
@@ -105,11 +106,35 @@ def _build_evaluator(cfg: Any, output_suffix: str = "") -> Any:
     return _instantiate(built)
 
 
-def _evaluate(cfg: Any, model: nn.Module, output_suffix: str = "") -> dict[str, Any]:
+def _evaluate(
+    cfg: Any, model: nn.Module, output_suffix: str = "", compile_modules: bool = False
+) -> dict[str, Any]:
+    """Evaluate ``model`` on the test set in ``train.inference_dtype`` (bf16 runs a prepared copy,
+    so the weights being trained are never cast); route diagnostics run in float32.
+
+    With ``compile_modules`` (eval-only runs), ``train.compile`` applies to the evaluated model.
+    """
+    from mrdetr.engine.compiling import compile_from_config
+    from mrdetr.engine.precision import (
+        INFERENCE_DTYPE_KEY,
+        configured_inference_dtype,
+        inference_model,
+        resolve_inference_dtype,
+    )
     from mrdetr.evaluation import inference_on_dataset, print_csv_format
 
+    device = next(model.parameters()).device
+    dtype = resolve_inference_dtype(
+        configured_inference_dtype(cfg), device, name=INFERENCE_DTYPE_KEY
+    )
+    eval_model = inference_model(model, dtype)
+    if compile_modules:
+        compile_from_config(eval_model, cfg)
     results = inference_on_dataset(
-        model, _instantiate(cfg.dataloader.test), _build_evaluator(cfg, output_suffix)
+        eval_model,
+        _instantiate(cfg.dataloader.test),
+        _build_evaluator(cfg, output_suffix),
+        amp_dtype=None if dtype == torch.float32 else dtype,
     )
     if comm.is_main_process():
         print_csv_format(results)
@@ -141,16 +166,20 @@ def _route_report(cfg: Any, model: nn.Module) -> dict[str, Any] | None:
     return report
 
 
-def do_test(cfg: Any, model: nn.Module, *, ema: ModelEMA | None = None) -> dict[str, Any]:
+def do_test(
+    cfg: Any, model: nn.Module, *, ema: ModelEMA | None = None, eval_only: bool = False
+) -> dict[str, Any]:
     """Evaluate ``model`` (and, when given, its EMA weights: keys suffixed ``_ema``, files in the
     evaluator's ``output_dir`` + ``_ema``).
+
+    ``eval_only``: no training follows, so ``train.compile`` may compile ``model`` in place.
 
     Returns an empty dict when the config has no ``dataloader.evaluator``.
     """
     if "evaluator" not in cfg.dataloader:
         return {}
     model = unwrap_model(model)
-    results = dict(_evaluate(cfg, model))
+    results = dict(_evaluate(cfg, model, compile_modules=eval_only))
     if ema is not None:
         logger.info("Evaluating the EMA weights.")
         with ema.apply_to(model):
@@ -263,6 +292,7 @@ def do_train(cfg: Any, args: argparse.Namespace) -> Trainer:
         loader_values["start_iter"] = start_iter * settings["grad_accum_steps"]
     train_loader = _instantiate(updated_copy(cfg.dataloader.train, loader_values))
     check_data_against_model(cfg, getattr(getattr(train_loader, "dataset", None), "dicts", []))
+    checkpointer.metadata = dataset_metadata(cfg)  # class names travel with the weights
     trainer = Trainer(ddp_model, train_loader, optimizer, grad_scaler=grad_scaler, **settings)
     max_iter = int(cfg.train.max_iter)
     ckpt_cfg = cfg.train.checkpointer
@@ -342,7 +372,7 @@ def main(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.eval_only:
         model = build_model(cfg)
         _load_for_eval(cfg, model)
-        results = do_test(cfg, model)
+        results = do_test(cfg, model, eval_only=True)
         if comm.is_main_process() and cfg.train.get("output_dir", ""):
             write_eval_only_metrics(
                 os.path.join(cfg.train.output_dir, METRICS_FILE), results, cfg.train.init_checkpoint

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from mrdetr.utils import comm
+from mrdetr.utils.progress import progress_bar
 
 __all__ = [
     "DatasetEvaluator",
@@ -135,13 +135,16 @@ def inference_on_dataset(
         model: called as ``model(inputs) -> list[dict]`` with one batch of the loader.
         data_loader: yields lists of input dicts (one dict per image).
         evaluator: an evaluator, a list of them, or ``None`` (only run and time the model).
-        amp_dtype: autocast dtype (e.g. ``torch.float16``/``torch.bfloat16``); ``None`` = full precision.
+        amp_dtype: autocast dtype (e.g. ``torch.float16``/``torch.bfloat16``; the outputs are cast
+            back to float32 for the evaluator); ``None`` = full precision.
         log_period_s: seconds between progress log lines.
         num_warmup: batches excluded from the speed measurement (capped at ``len(loader) - 1``).
 
     Returns:
         ``evaluator.evaluate()`` (``{}`` when it returns ``None``, e.g. on non-main processes).
     """
+    from mrdetr.engine.precision import outputs_to_float32
+
     if evaluator is None:
         evaluator = DatasetEvaluators([])
     elif not isinstance(evaluator, DatasetEvaluator):
@@ -165,7 +168,7 @@ def inference_on_dataset(
         stack.enter_context(inference_context(model))
         stack.enter_context(torch.no_grad())
         progress = stack.enter_context(
-            tqdm(total=total, desc="inference", disable=not comm.is_main_process())
+            progress_bar(total=total, desc="inference", enabled=comm.is_main_process())
         )
         start_time = last_log = time.perf_counter()
         timed_start = start_time
@@ -184,6 +187,8 @@ def inference_on_dataset(
             )
             with autocast:
                 outputs = model(inputs)
+            if amp_dtype is not None:
+                outputs = outputs_to_float32(outputs)
             _sync()
             t1 = time.perf_counter()
             compute_time += t1 - t0

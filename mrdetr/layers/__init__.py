@@ -1,7 +1,6 @@
 """Reusable building blocks."""
 
-from torchvision.ops.misc import FrozenBatchNorm2d
-
+from .frozen_batchnorm import FrozenBatchNorm2d
 from .mlp import FFN, MLP
 from .position_embedding import PositionEmbeddingSine, box_sine_embedding
 

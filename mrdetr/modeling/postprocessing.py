@@ -51,6 +51,27 @@ class TopKDetections:
     queries: Tensor
 
 
+def topk_queries(logits: Tensor, boxes: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Top-k (query, class) pairs per image over the sigmoid scores of all Q x C entries.
+
+    Args:
+        logits: [B, Q, C] class logits.
+        boxes: [B, Q, 4] normalised cxcywh.
+        k: pairs kept per image (at most Q * C).
+
+    Returns:
+        scores [B, K] (sorted high to low), labels [B, K] int64, query indices [B, K] int64 and the
+        boxes [B, K, 4] (normalised cxcywh) of those queries.
+    """
+    b, q, c = logits.shape
+    prob = logits.sigmoid().view(b, -1)
+    scores, index = torch.topk(prob, min(k, q * c), dim=1)
+    query = torch.div(index, c, rounding_mode="floor")
+    labels = index % c
+    boxes = torch.gather(boxes, 1, query.unsqueeze(-1).expand(-1, -1, 4))
+    return scores, labels, query, boxes
+
+
 def topk_detections(
     logits: Tensor, boxes: Tensor, image_sizes: Sequence[tuple[int, int]], k: int
 ) -> TopKDetections:
@@ -65,12 +86,7 @@ def topk_detections(
     Returns:
         the detections of every image and their query indices.
     """
-    b, q, c = logits.shape
-    prob = logits.sigmoid().view(b, -1)
-    scores, index = torch.topk(prob, min(k, q * c), dim=1)
-    query = torch.div(index, c, rounding_mode="floor")
-    labels = index % c
-    boxes = torch.gather(boxes, 1, query.unsqueeze(-1).expand(-1, -1, 4))
+    scores, labels, query, boxes = topk_queries(logits, boxes, k)
     results = []
     for i, (h, w) in enumerate(image_sizes):
         xyxy = box_cxcywh_to_xyxy(boxes[i]) * boxes.new_tensor([w, h, w, h])

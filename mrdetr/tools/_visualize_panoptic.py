@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
+
+from ..utils.progress import track
 
 __all__ = [
     "PREDICTIONS_DIR",
@@ -177,7 +178,7 @@ def visualize_panoptic(
                 f"dataset '{dataset_name}': image {r['image_id']} has no 'pan_seg_file_name'"
             )
     targets = output_targets(records, output_dir)
-    for record, target in zip(tqdm(records, desc="images"), targets):
+    for record, target in zip(track(records, "images"), targets):
         image = read_image(record["file_name"], img_format="RGB").permute(1, 2, 0).numpy()
         shape = image.shape[:2]
         image_id = record["image_id"]

@@ -2,7 +2,8 @@
 
     python demo/demo.py --config-file CFG --input img1.jpg "imgs/*.png" folder/ --output OUT_DIR \
         [--confidence-threshold 0.3] [--min_size_test 800 --max_size_test 1333] [--img_format RGB] \
-        [--metadata_dataset coco_2017_val] --opts train.init_checkpoint=model.pth train.device=cpu
+        [--metadata_dataset coco_2017_val] [--dtype bfloat16] \
+        --opts train.init_checkpoint=model.pth train.device=cpu
 
 Test-time size, model channel order and class names default to the config's (as the Predictor):
 ``dataloader.test.mapper.augmentation``, ``dataloader.test.mapper.img_format`` and the classes of
@@ -32,10 +33,11 @@ from collections.abc import Iterable
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from mrdetr.utils.file_io import atomic_path
+from mrdetr.utils.progress import track
 
+from ..engine.precision import INFERENCE_DTYPES
 from ..engine.predictor_config import DEFAULT_SCORE_THRESHOLD
 
 __all__ = ["IMAGE_EXTENSIONS", "build_parser", "expand_inputs", "main"]
@@ -81,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-bad",
         action="store_true",
         help="process the readable input images, list the unreadable ones at the end (exit 1)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=INFERENCE_DTYPES,
+        help="inference dtype (default: the config's train.inference_dtype, else float32)",
     )
     p.add_argument("--opts", nargs="*", default=[], help="config overrides key=value ...")
     return p
@@ -189,6 +196,7 @@ class _Demo:
             threshold=args.confidence_threshold,
             batch_size=1,
             metadata_dataset=args.metadata_dataset,
+            dtype=args.dtype,
         )
 
     def draw(self, frame_bgr: np.ndarray) -> tuple[np.ndarray, int]:
@@ -207,7 +215,7 @@ def _run_images(demo: _Demo, args: argparse.Namespace) -> dict[str, str]:
     inputs = expand_inputs(args.input)
     targets = _image_outputs(inputs, args.output) if args.output else [None] * len(inputs)
     skipped: dict[str, str] = {}
-    for path, target in zip(tqdm(inputs, disable=not args.output), targets):
+    for path, target in zip(track(inputs, enabled=bool(args.output)), targets):
         try:
             frame = read_image(path, img_format="BGR").permute(1, 2, 0).numpy()
         except BadImageError as exc:
@@ -266,7 +274,7 @@ def _run_video(demo: _Demo, args: argparse.Namespace) -> None:
             tmp = stack.enter_context(atomic_path(target))
             writer = open_video_writer(tmp, fps, (width, height))
             stack.callback(writer.release)
-        for frame in tqdm(read_video(capture), total=count or None, disable=writer is None):
+        for frame in track(read_video(capture), total=count or None, enabled=writer is not None):
             vis, _ = demo.draw(frame)
             if writer is not None:
                 writer.write(vis)

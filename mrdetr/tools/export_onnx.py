@@ -1,10 +1,12 @@
 """Export the primary route of a Mr. DETR model to ONNX and check it with onnxruntime.
 
     python tools/export_onnx.py --config-file CFG --output model.onnx [--height 800 --width 1216] \
-        [--dynamic] [--opset 17] --opts train.init_checkpoint=model.pth
+        [--batch-size 1] [--dynamic] [--postprocess] [--opset 17] --opts train.init_checkpoint=model.pth
 
-The graph maps a raw RGB image [1, 3, H, W] (0..255, already resized) to ``pred_logits`` and
-``pred_boxes`` (see :mod:`mrdetr.export.onnx`). Needs ``pip install onnx onnxruntime``.
+The graph maps raw images [B, 3, H, W] (0..255, already resized, the model's channel order) to
+``pred_logits`` and ``pred_boxes``, or with ``--postprocess`` to the top-K ``scores``, ``labels``
+and ``boxes`` (x1y1x2y2 pixels of the input); ``--dynamic`` makes B, H and W free (see
+:mod:`mrdetr.export.onnx`). Needs ``pip install mrdetr[export]`` (onnx, onnxruntime).
 """
 
 from __future__ import annotations
@@ -28,10 +30,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="the .onnx file to write (must not exist)")
     p.add_argument("--height", type=int, default=DEFAULT_HEIGHT)
     p.add_argument("--width", type=int, default=DEFAULT_WIDTH)
+    p.add_argument("--batch-size", type=int, default=1, help="batch of the export")
     p.add_argument(
         "--dynamic",
         action="store_true",
-        help="mark H and W as dynamic axes (experimental: verified at --height/--width only)",
+        help="batch, height and width are dynamic axes (verified at two sizes and batch sizes)",
+    )
+    p.add_argument(
+        "--postprocess",
+        action="store_true",
+        help="top-K scores, labels and pixel boxes inside the graph",
     )
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="onnxruntime check")
@@ -61,17 +69,19 @@ def main(argv: list[str] | None = None) -> int:
         args.output,
         height=args.height,
         width=args.width,
+        batch_size=args.batch_size,
         opset=args.opset,
         dynamic=args.dynamic,
+        postprocess=args.postprocess,
         verify=not args.no_verify,
         tolerance=args.tolerance,
     )
-    check = (
-        "not verified"
-        if report.max_abs_diff is None
-        else f"max |ort - torch| = {report.max_abs_diff:.2e}"
-    )
-    print(f"wrote {report.path} for input {list(report.input_shape)} ({check})")
+    check = "not verified"
+    if report.max_abs_diff is not None:
+        shapes = ", ".join(str(list(s)) for s in report.checked_shapes)
+        check = f"max |ort - torch| = {report.max_abs_diff:.2e} at inputs {shapes}"
+    kind = "dynamic" if args.dynamic else "fixed"
+    print(f"wrote {report.path} ({kind} input, exported at {list(report.input_shape)}; {check})")
     return 0
 
 

@@ -21,10 +21,12 @@ import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from mrdetr.checkpoint.checkpointer import METADATA_KEY
 from mrdetr.utils.file_io import atomic_write
 
 __all__ = [
@@ -60,17 +62,19 @@ def parse_list(text: str, kind: type, name: str) -> list:
         ) from None
 
 
-def _read_state_dict(path: str, use_ema: bool) -> dict[str, Tensor]:
+def _read_state_dict(path: str, use_ema: bool) -> tuple[dict[str, Tensor], Any]:
+    """(the model or EMA state dict, the checkpoint's dataset metadata or None) of ``path``."""
     from ..checkpoint.io import extract_state_dict, load_checkpoint_file
 
     obj = load_checkpoint_file(path)
+    metadata = obj.get(METADATA_KEY) if isinstance(obj, Mapping) else None
     if use_ema:
         ema = obj.get("ema") if isinstance(obj, Mapping) else None
         if ema is None:
             raise KeyError(f"{path}: --ema was given but the checkpoint has no 'ema' entry")
         # our ModelEMA saves {"decay", "state"}; a plain state dict is accepted too
         obj = ema["state"] if isinstance(ema, Mapping) and "state" in ema else ema
-    return extract_state_dict(obj)
+    return extract_state_dict(obj), metadata
 
 
 def mean_state_dicts(
@@ -178,9 +182,14 @@ def model_mean(
         raise FileNotFoundError(f"checkpoint file(s) not found: {', '.join(missing)}")
     out_path = output_path(folder, output, paths, allow_outside_folder=allow_outside_folder)
     order = sorted(range(len(iters)), key=lambda i: -iters[i])  # newest first
-    sds = [_read_state_dict(paths[i], use_ema) for i in order]
-    mean = mean_state_dicts(sds, [weights[i] for i in order], [paths[i] for i in order])
-    atomic_write(out_path, lambda f: torch.save({"model": mean}, f))
+    read = [_read_state_dict(paths[i], use_ema) for i in order]
+    mean = mean_state_dicts(
+        [sd for sd, _ in read], [weights[i] for i in order], [paths[i] for i in order]
+    )
+    out = {"model": mean}
+    if read[0][1] is not None:  # the class names of the newest checkpoint travel on
+        out[METADATA_KEY] = read[0][1]
+    atomic_write(out_path, lambda f: torch.save(out, f))
     terms = " + ".join(f"{weights[i]:g}*{os.path.basename(paths[i])}" for i in range(len(iters)))
     logger.info("wrote %s = %s%s", out_path, terms, " (EMA weights)" if use_ema else "")
     return out_path

@@ -35,8 +35,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
+from ..utils.progress import track
 from ._visualize_panoptic import (
     PREDICTIONS_DIR,
     is_panoptic_predictions,
@@ -216,7 +216,7 @@ def visualize(
         threshold,
     )
     targets = output_targets(records, output_dir)
-    for record, target in zip(tqdm(records, desc="images"), targets):
+    for record, target in zip(track(records, "images"), targets):
         image = read_image(record["file_name"], img_format="RGB").permute(1, 2, 0).numpy()
         h, w = image.shape[:2]
         boxes, classes, scores, masks = _prediction_arrays(

@@ -44,12 +44,13 @@ def setup_logger(
     name: str = "mrdetr",
     abbrev_name: str | None = None,
 ) -> logging.Logger:
-    """Configure the ``name`` logger: console on rank 0 (DEBUG), warnings only elsewhere.
+    """Configure the ``name`` logger: console on rank 0 (INFO), warnings only elsewhere.
 
     Args:
         output: a file name ending in ``.txt``/``.log``, or a directory (then ``log.txt`` inside
-            it). Rank 0 logs everything there; rank ``r > 0`` writes ``<file>.rank{r}`` with
-            warnings and above only. ``None`` disables file logging.
+            it). Rank 0 logs everything there, DEBUG included (e.g. the model printout); rank
+            ``r > 0`` writes ``<file>.rank{r}`` with warnings and above only. ``None`` disables
+            file logging.
         distributed_rank: the process' global rank.
         color: colour warnings on the console.
         name: logger name (its children inherit the handlers).
@@ -63,10 +64,9 @@ def setup_logger(
     logger.propagate = False
     abbrev_name = name if abbrev_name is None else abbrev_name
     plain = logging.Formatter(_FORMAT, datefmt=_DATE_FORMAT)
-    rank_level = logging.DEBUG if distributed_rank == 0 else logging.WARNING
-
+    main_rank = distributed_rank == 0
     console = logging.StreamHandler(stream=sys.stdout)
-    console.setLevel(rank_level)
+    console.setLevel(logging.INFO if main_rank else logging.WARNING)
     use_color = color and sys.stdout.isatty()
     console.setFormatter(
         _ColorfulFormatter(_FORMAT, datefmt=_DATE_FORMAT, root_name=name, abbrev_name=abbrev_name)
@@ -83,7 +83,7 @@ def setup_logger(
             filename = f"{filename}.rank{distributed_rank}"
         os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
         file_handler = logging.FileHandler(filename, mode="a")
-        file_handler.setLevel(rank_level)
+        file_handler.setLevel(logging.DEBUG if main_rank else logging.WARNING)
         file_handler.setFormatter(plain)
         logger.addHandler(file_handler)
     return logger

@@ -31,6 +31,7 @@ __all__ = [
     "draw_panoptic",
     "save_image",
     "side_by_side",
+    "text_color",
 ]
 
 _GOLDEN_RATIO = 0.618033988749895  # hue step between consecutive class ids (well-spread colours)
@@ -44,7 +45,14 @@ _MIN_LABEL_RADIUS = 2.0  # a segment gets a label when it holds a disc of this r
 _LINE_WIDTH_FRACTION = 1 / 400  # box line width relative to the longer image side
 _FONT_FRACTION = 1 / 1000  # font scale relative to the longer image side
 _MIN_FONT_SCALE = 0.35
-_TEXT_COLOR = (255, 255, 255)
+_LIGHT_TEXT = (255, 255, 255)
+_DARK_TEXT = (0, 0, 0)
+# Brightness of a colour: the luma of W3C's AERT formula, (299 R + 587 G + 114 B) / 1000 on the
+# gamma-encoded 0-255 values. Fills brighter than the threshold (yellows, greens, cyans, oranges) get
+# black text, the others white. The threshold sits above mid-grey (127.5) because white reads better
+# on saturated mid-tones (reds, blues, magentas) than black does.
+_LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+_DARK_TEXT_LUMA = 140.0
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -53,6 +61,34 @@ def class_color(class_id: int) -> tuple[int, int, int]:
     hue = (int(class_id) * _GOLDEN_RATIO) % 1.0
     r, g, b = colorsys.hsv_to_rgb(hue, _SATURATION, _VALUE)
     return int(r * 255), int(g * 255), int(b * 255)
+
+
+def _luma(color: Sequence[int]) -> float:
+    """Brightness in [0, 255] of an RGB ``uint8`` colour (AERT luma of the gamma-encoded values)."""
+    return sum(w * float(c) for w, c in zip(_LUMA_WEIGHTS, color))
+
+
+def text_color(background: Sequence[int]) -> tuple[int, int, int]:
+    """The text colour for a label on ``background`` (RGB): black on light, white on dark fills."""
+    if _luma(background) > _DARK_TEXT_LUMA:
+        return _DARK_TEXT
+    return _LIGHT_TEXT
+
+
+def _draw_label(
+    out: np.ndarray, text: str, x: int, bottom: int, color: tuple[int, int, int], scale: float
+) -> None:
+    """Draw ``text`` on a filled box of ``color`` whose lower-left corner is near ``(x, bottom)``.
+
+    The box is shifted so that it lies inside the image (when the text is wider or taller than
+    the image, it starts at its left/top edge); the text colour contrasts with ``color``.
+    """
+    h, w = out.shape[:2]
+    (tw, th), base = cv2.getTextSize(text, _FONT, scale, 1)
+    x0 = int(np.clip(x, 0, max(w - 1 - tw, 0)))
+    y1 = int(np.clip(bottom, min(th + base, h - 1), h - 1))
+    cv2.rectangle(out, (x0, y1 - th - base), (x0 + tw, y1), color, -1)
+    cv2.putText(out, text, (x0, y1 - base), _FONT, scale, text_color(color), 1, cv2.LINE_AA)
 
 
 def _as_numpy(x: Any) -> np.ndarray | None:
@@ -114,10 +150,10 @@ def draw_instances(
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)
         cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
         text = _label(int(cls), None if scores_np is None else float(scores_np[i]), class_names)
-        (tw, th), base = cv2.getTextSize(text, _FONT, font_scale, 1)
-        ty = y1 - 2 if y1 - th - base - 2 >= 0 else min(h - 1, y1 + th + base + 2)
-        cv2.rectangle(out, (x1, ty - th - base), (x1 + tw, ty), color, -1)
-        cv2.putText(out, text, (x1, ty - base), _FONT, font_scale, _TEXT_COLOR, 1, cv2.LINE_AA)
+        (_, th), base = cv2.getTextSize(text, _FONT, font_scale, 1)
+        # above the box's top-left corner; below it where the box touches the top edge
+        ty = y1 - 2 if y1 - th - base - 2 >= 0 else y1 + th + base + 2
+        _draw_label(out, text, x1, ty, color, font_scale)
     return out
 
 
@@ -221,10 +257,7 @@ def draw_panoptic(
             labels.append((text, int(cx), int(cy), tuple(int(c) for c in color)))
     for text, cx, cy, color in labels:  # after all fills, so no fill covers a label
         (tw, th), base = cv2.getTextSize(text, _FONT, font_scale, 1)
-        x0 = int(np.clip(cx - tw // 2, 0, max(w - tw, 0)))
-        y1 = int(np.clip(cy + (th + base) // 2, th + base, h - 1))
-        cv2.rectangle(out, (x0, y1 - th - base), (x0 + tw, y1), color, -1)
-        cv2.putText(out, text, (x0, y1 - base), _FONT, font_scale, _TEXT_COLOR, 1, cv2.LINE_AA)
+        _draw_label(out, text, cx - tw // 2, cy + (th + base) // 2, color, font_scale)
     return out
 
 

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torchvision.ops.misc import FrozenBatchNorm2d
+
+from mrdetr.layers.frozen_batchnorm import FrozenBatchNorm2d
 
 
 class ConvNorm(nn.Conv2d):

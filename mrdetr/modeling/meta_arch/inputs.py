@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from ...structures import Boxes, Instances, box_xyxy_to_cxcywh
+from ...utils.tracing import sizes_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,8 @@ def level_padding_masks(
             level can then mark a token valid whose receptive field is almost all padding (e.g. a
             384-wide image padded to 480 gets 7 valid columns at stride 64 instead of 6).
             ``"exact"``: a token is valid iff it exists when the image runs alone, i.e. the first
-            ``ceil(h / stride)`` rows and ``ceil(w / stride)`` columns (power-of-two strides).
+            ``ceil(h / stride)`` rows and ``ceil(w / stride)`` columns (power-of-two strides); one
+            entry in ``image_sizes`` stands for every image of the batch.
 
     Returns:
         L masks [B, H_l, W_l] bool.
@@ -108,12 +110,16 @@ def level_padding_masks(
     if mode != "exact":
         raise ValueError(f"padding mask mode must be 'interpolate' or 'exact', got {mode!r}")
     pad_h, pad_w = mask.shape[-2:]
+    # [B, 2] (h, w); a single row stands for every image of the batch (the exported graph's form)
+    sizes = sizes_tensor(list(image_sizes), mask.device)
     out = []
     for h_l, w_l in shapes:
+        # strides are constants of the architecture (a traced graph keeps them as such)
         stride_y = 2 ** round(math.log2(pad_h / h_l))
         stride_x = 2 ** round(math.log2(pad_w / w_l))
-        level = torch.ones((len(image_sizes), h_l, w_l), dtype=torch.bool, device=mask.device)
-        for i, (h, w) in enumerate(image_sizes):
-            level[i, : math.ceil(h / stride_y), : math.ceil(w / stride_x)] = False
-        out.append(level)
+        valid_rows = torch.div(sizes[:, 0] + stride_y - 1, stride_y, rounding_mode="floor")
+        valid_cols = torch.div(sizes[:, 1] + stride_x - 1, stride_x, rounding_mode="floor")
+        rows = torch.arange(h_l, device=mask.device)[None, :, None] >= valid_rows[:, None, None]
+        cols = torch.arange(w_l, device=mask.device)[None, None, :] >= valid_cols[:, None, None]
+        out.append((rows | cols).expand(mask.shape[0], -1, -1))
     return out

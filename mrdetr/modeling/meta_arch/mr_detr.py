@@ -174,13 +174,23 @@ class MrDETR(nn.Module):
             mask = torch.zeros_like(mask)
         return image_list, mask
 
-    def encode(self, images: ImageList, mask: Tensor) -> EncodedImage:
+    def encode(self, images: ImageList, mask: Tensor | None) -> EncodedImage:
         """Backbone, neck, position embeddings (on the level padding masks of
-        ``padding_mask_mode``) and encoder; then :meth:`extend_encoded`."""
+        ``padding_mask_mode``) and encoder; then :meth:`extend_encoded`.
+
+        Args:
+            images: the (padded) batch.
+            mask: its [B, H, W] pixel padding mask, or None for a batch without padding (every
+                level mask is then all False, which is what both padding modes give for unpadded
+                images); the exported graph takes this form, whose sizes stay symbolic.
+        """
         features = self.backbone(images.tensor)
         maps = self.neck(features)
-        shapes = [tuple(f.shape[-2:]) for f in maps]
-        masks = level_padding_masks(mask, images.image_sizes, shapes, self.padding_mask_mode)
+        if mask is None:
+            masks = [torch.zeros_like(m[:, 0], dtype=torch.bool) for m in maps]
+        else:
+            shapes = [tuple(f.shape[-2:]) for f in maps]
+            masks = level_padding_masks(mask, images.image_sizes, shapes, self.padding_mask_mode)
         pos = [self.position_embedding(m) for m in masks]
         return self.extend_encoded(self.transformer.encode(maps, masks, pos), features)
 
@@ -241,11 +251,23 @@ class MrDETR(nn.Module):
         """
         images, mask = self.preprocess(batched_inputs)
         encoded = self.encode(images, mask)
+        return self.decode_routes(encoded, images.image_sizes, routes, targets, generator)
+
+    def decode_routes(
+        self,
+        encoded: EncodedImage,
+        image_sizes: list[tuple[int, int]],
+        routes: Sequence[Route],
+        targets: list[dict[str, Tensor]] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> MrDETROutput:
+        """Select the proposals and decode ``routes`` from an encoded batch (see
+        :meth:`forward_features`; ``image_sizes`` are the unpadded (h, w) of its images)."""
         seeds = self.select_proposals(encoded, routes)
         out = MrDETROutput(
             routes={},
             encoder={head: seed.predictions for head, seed in seeds.items()},
-            image_sizes=images.image_sizes,
+            image_sizes=image_sizes,
         )
         dn = None
         if self.training and self.denoising is not None and targets is not None:

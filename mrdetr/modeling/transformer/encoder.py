@@ -170,9 +170,12 @@ class DeformableEncoder(nn.Module):
         device = valid_ratios.device
         refs = []
         for lvl, (h, w) in enumerate(levels.shapes):
+            # cell centres 0.5, 1.5, ..., h - 0.5: ``linspace(0.5, h - 0.5, h)`` of the official
+            # code, exactly (the step is 1); arange also exports for a size that is only known in
+            # the graph, and for h == 1 (ONNX's linspace divides by h - 1)
             ref_y, ref_x = torch.meshgrid(
-                torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
-                torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device),
+                torch.arange(h, dtype=torch.float32, device=device) + 0.5,
+                torch.arange(w, dtype=torch.float32, device=device) + 0.5,
                 indexing="ij",
             )
             ref_y = ref_y.reshape(-1)[None] / (valid_ratios[:, None, lvl, 1] * h)

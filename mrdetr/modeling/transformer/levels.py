@@ -7,13 +7,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ...utils.tracing import sizes_tensor
+
 
 @dataclass
 class FlatLevels:
     """Metadata of L feature levels flattened (row-major, fine to coarse) into N tokens.
 
     Attributes:
-        shapes: (H_l, W_l) per level as Python ints.
+        shapes: (H_l, W_l) per level as Python ints (0-dim int64 tensors while exporting, see
+            :mod:`mrdetr.utils.tracing`).
         spatial_shapes: [L, 2] int64 (H_l, W_l).
         level_start_index: [L] int64 offset of each level in the token sequence.
         padding_mask: [B, N] bool, True on padded tokens.
@@ -41,7 +44,7 @@ def flatten_levels(
     Returns:
         tokens [B, N, d], positions [B, N, d] (with level embedding) and the ``FlatLevels`` metadata.
     """
-    shapes = [(int(f.shape[-2]), int(f.shape[-1])) for f in features]
+    shapes = [tuple(f.shape[-2:]) for f in features]  # symbolic while exporting
     tokens = torch.cat([f.flatten(2).transpose(1, 2) for f in features], 1)
     pos = torch.cat(
         [
@@ -52,7 +55,7 @@ def flatten_levels(
     )
     padding_mask = torch.cat([m.flatten(1) for m in masks], 1)
     device = tokens.device
-    spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=device)
+    spatial_shapes = sizes_tensor(shapes, device)
     level_start_index = torch.cat(
         (spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1])
     )

@@ -33,9 +33,11 @@ def encoder_anchors(
         level_mask = mask[:, cur : cur + h * w].view(b, h, w)
         valid_h = torch.sum(~level_mask[:, :, 0], 1)
         valid_w = torch.sum(~level_mask[:, 0, :], 1)
+        # ``linspace(0, h - 1, h)`` of the official code, exactly: arange exports (see
+        # ``DeformableEncoder.reference_points``)
         grid_y, grid_x = torch.meshgrid(
-            torch.linspace(0, h - 1, h, dtype=torch.float32, device=mask.device),
-            torch.linspace(0, w - 1, w, dtype=torch.float32, device=mask.device),
+            torch.arange(h, dtype=torch.float32, device=mask.device),
+            torch.arange(w, dtype=torch.float32, device=mask.device),
             indexing="ij",
         )
         grid = torch.cat([grid_x.unsqueeze(-1), grid_y.unsqueeze(-1)], -1)

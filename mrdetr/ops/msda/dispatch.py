@@ -21,6 +21,7 @@ import logging
 import torch
 from torch import Tensor
 
+from ...utils.tracing import is_exporting
 from .checks import check_msda_inputs
 from .gather import msda_gather
 from .reference import msda_reference
@@ -41,17 +42,6 @@ def _warn_once(message: str) -> None:
     if message not in _warned:
         _warned.add(message)
         logger.warning(message)
-
-
-def _exporting() -> bool:
-    """True inside ``torch.jit.trace``, ``torch.onnx.export`` or ``torch.export``."""
-    onnx_export = getattr(torch.onnx, "is_in_onnx_export", None)
-    exporting = getattr(torch.compiler, "is_exporting", None)
-    return (
-        torch.jit.is_tracing()
-        or bool(onnx_export is not None and onnx_export())
-        or bool(exporting is not None and exporting())
-    )
 
 
 def _triton_failure(
@@ -84,7 +74,7 @@ def resolve_msda_backend(
         raise ValueError(
             f"multi_scale_deformable_attention: backend must be one of {MSDA_BACKENDS}, got {backend!r}"
         )
-    if _exporting():
+    if is_exporting():
         return "reference"
     if backend == "triton":
         reason = _triton_failure(value, sampling_locations, attention_weights)
@@ -136,7 +126,7 @@ def multi_scale_deformable_attention(
         ValueError: inconsistent shapes/dtypes/level sizes, or an unknown backend.
         RuntimeError: an explicitly requested backend cannot run on these inputs.
     """
-    if not _exporting():
+    if not is_exporting():
         # Shapes and dtypes first (cheap, no host copy): a bad input is named before any backend logic.
         check_msda_inputs(
             value,

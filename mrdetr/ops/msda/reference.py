@@ -18,9 +18,10 @@ from .checks import check_msda_inputs, empty_msda_output
 __all__ = ["msda_reference"]
 
 
-def _level_sizes_for_tracing(spatial_shapes: Tensor) -> list[tuple[int, int]]:
-    # Tracing bakes the level sizes into the graph as constants, as the official fallback does.
-    return [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+def _level_sizes_for_tracing(spatial_shapes: Tensor) -> list[tuple[Tensor, Tensor]]:
+    """(h, w) of every level as 0-dim tensors read from ``spatial_shapes`` inside the graph, so a
+    traced or exported graph follows the level sizes of its input instead of the export-time ones."""
+    return [tuple(row.unbind(0)) for row in spatial_shapes.unbind(0)]
 
 
 def msda_reference(
@@ -47,8 +48,8 @@ def msda_reference(
         ValueError: for inconsistent shapes, dtypes or level sizes.
     """
     if torch.jit.is_tracing():
-        # The traced model was validated when it ran eagerly; reading shapes here would only add
-        # constants and tracer warnings. Level sizes become constants, as in the official fallback.
+        # The traced model was validated when it ran eagerly; reading shapes on the host here
+        # would bake them into the graph as constants.
         level_sizes = _level_sizes_for_tracing(spatial_shapes)
     else:
         shapes = check_msda_inputs(
