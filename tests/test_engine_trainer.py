@@ -232,3 +232,30 @@ def test_ema_hook_follows_every_step() -> None:
     trainer.train(0, 3)
     ema_flat = torch.cat([ema.state[n].reshape(-1) for n, _ in model.named_parameters()])
     torch.testing.assert_close(ema_flat, expected)
+
+
+def test_an_evaluation_reaches_metrics_json_before_the_next_log_period(tmp_path) -> None:
+    """A process killed right after an evaluation must not lose its AP: the EvalHook flushes the
+    writers at once instead of waiting for the writer's period."""
+    import json
+
+    from mrdetr.engine.hooks import EvalHook, PeriodicWriter
+    from mrdetr.utils.events import JSONWriter
+
+    torch.manual_seed(0)
+    model = ToyDetector()
+    trainer = Trainer(model, ToyLoader(), _sgd(model))
+    metrics = tmp_path / "metrics.json"
+    writer = PeriodicWriter([JSONWriter(metrics, window_size=1)], period=1000)
+    seen: list[list[dict]] = []
+
+    class _KilledAfterEval(HookBase):
+        def after_step(self) -> None:  # what a crash right after the evaluation would leave
+            if self.trainer.iter == 1:
+                seen.append([json.loads(x) for x in metrics.read_text().splitlines()])
+
+    evals = EvalHook(2, lambda: {"bbox": {"AP": 12.5}}, after_eval=writer.write_all)
+    trainer.register_hooks([evals, _KilledAfterEval(), writer])
+    trainer.train(0, 4)
+    (records,) = seen
+    assert [(r["iteration"], r["bbox/AP"]) for r in records if "bbox/AP" in r] == [(1, 12.5)]

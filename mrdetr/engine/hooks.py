@@ -167,6 +167,9 @@ class EvalHook(HookBase):
         eval_function: callable returning ``{task: {metric: value}}`` or ``None``.
         eval_after_train: also evaluate when training completes.
         eval_before_train: also evaluate before the first step.
+        after_eval: called once the results are in the storage (the runner passes
+            :meth:`PeriodicWriter.write_all`, so an evaluation reaches ``metrics.json`` at once and
+            survives a process killed before the next log period).
     """
 
     def __init__(
@@ -175,7 +178,9 @@ class EvalHook(HookBase):
         eval_function: Callable[[], Mapping[str, Any] | None],
         eval_after_train: bool = True,
         eval_before_train: bool = False,
+        after_eval: Callable[[], None] | None = None,
     ) -> None:
+        self._after_eval = after_eval
         self._period = int(eval_period)
         self._func = eval_function
         self._eval_after_train = eval_after_train
@@ -205,6 +210,8 @@ class EvalHook(HookBase):
                 raise TypeError(f"EvalHook: eval_function must return a dict, got {type(results)}.")
             flat = self._flatten(results)
             self.trainer.storage.put_scalars(**flat, smoothing_hint=False, cur_iter=cur_iter)
+            if self._after_eval is not None:
+                self._after_eval()
         comm.synchronize()  # keep ranks together (evaluation may be uneven)
 
     def before_train(self) -> None:
@@ -243,12 +250,16 @@ class PeriodicWriter(HookBase):
         self._writers = list(writers)
         self._period = int(period)
 
+    def write_all(self) -> None:
+        """Write every writer now (e.g. right after an evaluation)."""
+        for writer in self._writers:
+            writer.write()
+
     def after_step(self) -> None:
         if (
             self.trainer.iter + 1
         ) % self._period == 0 or self.trainer.iter == self.trainer.max_iter - 1:
-            for writer in self._writers:
-                writer.write()
+            self.write_all()
 
     def after_train(self) -> None:
         for writer in self._writers:

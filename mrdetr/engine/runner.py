@@ -296,6 +296,13 @@ def do_train(cfg: Any, args: argparse.Namespace) -> Trainer:
     trainer = Trainer(ddp_model, train_loader, optimizer, grad_scaler=grad_scaler, **settings)
     max_iter = int(cfg.train.max_iter)
     ckpt_cfg = cfg.train.checkpointer
+    writer_hook = (
+        hooks.PeriodicWriter(
+            [*default_writers(output_dir, max_iter), *trackers], period=cfg.train.log_period
+        )
+        if comm.is_main_process()
+        else None
+    )
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
@@ -311,12 +318,9 @@ def do_train(cfg: Any, args: argparse.Namespace) -> Trainer:
                 cfg.train.eval_period,
                 lambda: log_evaluation(trackers, do_test(cfg, model, ema=ema)),
                 eval_before_train=bool(cfg.train.get("eval_at_start", False)) and start_iter == 0,
+                after_eval=writer_hook.write_all if writer_hook is not None else None,
             ),
-            hooks.PeriodicWriter(
-                [*default_writers(output_dir, max_iter), *trackers], period=cfg.train.log_period
-            )
-            if comm.is_main_process()
-            else None,
+            writer_hook,
         ]
     )
     ddp_model.train()
