@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The route study of docs/route_study.md, parts a to f in order, two runs at a time on one thread
+# The route study of docs/route_study.md, parts a to f (f, the short digging pair, before the long e), two runs at a time on one thread
 # each, with the route diagnostics of every kept checkpoint. Run it again to continue an interrupted
 # study: a part whose results file already holds every run is skipped (--skip-if-complete), finished
 # runs found in output/ are kept and partial runs resume from their last checkpoint (--reuse).
@@ -22,6 +22,9 @@ W=output/route_study/warm_start_a_primary_seed1.pth
 "${A[@]}" --tag d_warm --iters 700 --seeds 1 2 "${P[@]}" --json "$R/d_warm.json" \
   --opts train.init_checkpoint="$W" \
   'optimizer.params.rules=[{"pattern":"backbone","lr_factor":0.1},{"pattern":["reference_points","sampling_offsets"],"lr_factor":0.1}]'
+# f (digging): each auxiliary route alone with the primary one, quick-start schedule, seed 1
+"${A[@]}" --tag f_single_aux --iters 700 --seeds 1 --settings "+ INSTRUCT" "+ SEP_FFN" \
+  --json "$R/f_single_aux.json"
 # e: the official decoder width and depth (d = 256, 6 + 6 layers, 8 heads, FFN 2048), small backbone
 "${A[@]}" --tag e_d256 --iters 700 --seeds 1 "${P[@]}" --json "$R/e_d256.json" \
   --opts model.embed_dim=256 model.position_embedding.num_pos_feats=128 \
@@ -29,6 +32,3 @@ W=output/route_study/warm_start_a_primary_seed1.pth
   model.transformer.encoder.num_layers=6 model.transformer.decoder.num_layers=6 \
   model.transformer.encoder.num_heads=8 model.transformer.decoder.num_heads=8 \
   model.transformer.encoder.ffn_dim=2048 model.transformer.decoder.ffn_dim=2048
-# f (digging): each auxiliary route alone with the primary one, quick-start schedule, seed 1
-"${A[@]}" --tag f_single_aux --iters 700 --seeds 1 --settings "+ INSTRUCT" "+ SEP_FFN" \
-  --json "$R/f_single_aux.json"

@@ -223,6 +223,39 @@ def test_dispatcher_mixed_and_half_dtypes(backend):
     torch.testing.assert_close(half.double(), expected, rtol=2e-2, atol=5e-2)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_gather_inference_keeps_low_precision_table(monkeypatch, dtype):
+    """Without autograd, a bf16/fp16 value is gathered from its own storage (no float32 copy of the
+    table), with float32 geometry and sums: the output is the float32 result rounded once."""
+    value, shapes, starts, locations, weights = _inputs("many_queries", dtype=torch.float32)
+    low = value.to(dtype)
+    expected = msda_reference(low.double(), shapes, starts, locations.double(), weights.double())
+    tables = []
+    embedding_bag = F.embedding_bag
+
+    def recording(input, weight, *args, **kwargs):
+        tables.append(weight.dtype)
+        return embedding_bag(input, weight, *args, **kwargs)
+
+    monkeypatch.setattr(gather_module.F, "embedding_bag", recording)
+    with torch.no_grad():
+        out = msda_gather(low, shapes, starts, locations, weights)
+    assert tables == [dtype] and out.dtype == dtype
+    # bf16/fp16 output rounding (2^-8 / 2^-11 relative) plus the rounded per-point weights
+    tol = {torch.bfloat16: 1e-2, torch.float16: 2e-3}[dtype] * expected.abs().max().item()
+    torch.testing.assert_close(out.double(), expected, rtol=0, atol=tol)
+    # with low-precision locations too the geometry is still computed in float32
+    tables.clear()
+    with torch.inference_mode():
+        half_locs = msda_gather(low, shapes, starts, locations.to(dtype), weights.to(dtype))
+    assert tables == [dtype] and half_locs.dtype == dtype
+    # when a gradient is recorded the op runs in float32, as the official kernel does
+    tables.clear()
+    out = msda_gather(low.requires_grad_(), shapes, starts, locations, weights)
+    assert tables == [torch.float32] and out.dtype == dtype
+    torch.testing.assert_close(out.detach().double(), expected, rtol=0, atol=tol)
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:FutureWarning")
 @pytest.mark.filterwarnings("ignore:Converting a tensor to a Python list:torch.jit.TracerWarning")
 def test_tracing_uses_reference_path():

@@ -93,8 +93,12 @@ def test_float32_is_left_unchanged():
 def test_auto_picks_bf16_only_where_faster(monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger=precision.__name__)
     monkeypatch.setattr(precision, "_cpu_has_amx", lambda: False)
+    monkeypatch.setattr(precision, "_cpu_has_avx512_bf16", lambda: False)
     assert resolve_inference_dtype("auto", "cpu") == torch.float32
-    assert "no AMX" in caplog.text
+    assert "neither AMX nor avx512_bf16" in caplog.text
+    monkeypatch.setattr(precision, "_cpu_has_avx512_bf16", lambda: True)
+    assert resolve_inference_dtype("auto", "cpu") == torch.bfloat16
+    assert "avx512_bf16 (native bf16 dot products; no AMX)" in caplog.text
     monkeypatch.setattr(precision, "_cpu_has_amx", lambda: True)
     assert resolve_inference_dtype("auto", "cpu") == torch.bfloat16
     assert "AMX tiles" in caplog.text
@@ -104,10 +108,11 @@ def test_auto_picks_bf16_only_where_faster(monkeypatch, caplog):
         resolve_inference_dtype("half", "cpu")
 
 
-def test_auto_on_this_cpu_follows_its_amx_flag():
+def test_auto_on_this_cpu_follows_its_bf16_flags():
     cpuinfo = Path("/proc/cpuinfo")
-    has_amx = cpuinfo.exists() and "amx_bf16" in cpuinfo.read_text()
-    expected = torch.bfloat16 if has_amx else torch.float32
+    flags = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
+    native_bf16 = bool(flags & {"amx_bf16", "avx512_bf16"})
+    expected = torch.bfloat16 if native_bf16 else torch.float32
     assert resolve_inference_dtype("auto", "cpu") == expected
 
 

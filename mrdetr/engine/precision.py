@@ -2,10 +2,10 @@
 
 ``dtype="float32" | "bfloat16" | "auto"`` (in a config: ``train.inference_dtype``, read by the
 Predictor, the demo and the evaluation of ``train_net.py``): "auto" picks bfloat16 where it is
-expected to be faster than float32 (a CUDA device with bf16 support, or a CPU with AMX matrix
-units) and logs what it picked and why; on a CPU without AMX it keeps float32. (Without AMX, bf16
-matmuls run on the vector units; with avx512_bf16 the R50 model still ran 1.9x faster in bf16 on
-one thread: ``benchmarks/README.md``.)
+expected to be faster than float32 and logs what it picked and why: a CUDA device with bf16
+support, or a CPU with native bf16 instructions (AMX tiles, or avx512_bf16 dot products: on such a
+CPU without AMX the R50 model's eval ran 1.8x faster in bf16, ``benchmarks/README.md``); on a CPU
+with neither, bf16 would be emulated and "auto" keeps float32.
 
 Running in bf16 (:func:`prepare_for_inference` once, then :func:`inference_autocast` per call):
 
@@ -57,9 +57,26 @@ _DEFAULT_INFERENCE_DTYPE = "float32"
 logger = logging.getLogger(__name__)
 
 
-def _cpu_has_amx() -> bool:
-    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
+def _cpu_supports(name: str) -> bool:
+    check = getattr(torch.cpu, name, None)  # private probes of torch.cpu; absent means "no"
     return bool(check is not None and check())
+
+
+def _cpu_has_amx() -> bool:
+    return _cpu_supports("_is_amx_tile_supported")
+
+
+def _cpu_has_avx512_bf16() -> bool:
+    return _cpu_supports("_is_avx512_bf16_supported")
+
+
+def _cpu_bf16_reason() -> tuple[bool, str]:
+    """Whether bf16 is expected to be faster than float32 on this CPU, and why."""
+    if _cpu_has_amx():
+        return True, "the CPU has AMX tiles (bf16 matrix units)"
+    if _cpu_has_avx512_bf16():
+        return True, "the CPU has avx512_bf16 (native bf16 dot products; no AMX)"
+    return False, "the CPU has neither AMX nor avx512_bf16 (bf16 would be emulated)"
 
 
 def configured_inference_dtype(cfg: Any) -> str:
@@ -89,8 +106,7 @@ def resolve_inference_dtype(
         fast = torch.cuda.is_bf16_supported()
         why = f"CUDA device {'supports' if fast else 'does not support'} bf16"
     elif device.type == "cpu":
-        fast = _cpu_has_amx()
-        why = "the CPU has AMX tiles" if fast else "the CPU has no AMX (bf16 not assumed faster)"
+        fast, why = _cpu_bf16_reason()
     else:
         fast, why = False, f"no bf16 speed data for device type {device.type!r}"
     picked = torch.bfloat16 if fast else torch.float32

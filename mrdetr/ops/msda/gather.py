@@ -37,6 +37,7 @@ _INT32_MAX = 2**31 - 1
 # The value gradient sorts the points by cell when there are at least this many corners per cell
 # row (large query counts, e.g. the encoder); below it a chunked index_add_ is cheaper.
 _SORT_MIN_CORNERS_PER_ROW = 2.0
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 class _Layout:
@@ -240,28 +241,43 @@ def _corner_dots(table: Tensor, rows: Tensor, grad_bags: Tensor) -> Tensor:
     return dots
 
 
+def _sample(
+    value: Tensor, sizes: list[tuple[int, int]], locations: Tensor, attention: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Forward gather: the padded value table and the [B, Q, M*D] output.
+
+    The point geometry and corner weights are computed in ``locations.dtype``; the table, the
+    per-sample weights and the output are in ``value.dtype`` (``embedding_bag`` accumulates a
+    bag's sum in float32 for float16/bfloat16 tables, so a low-precision table is only rounded once,
+    at the output).
+    """
+    batch, _, heads, head_dim = value.shape
+    queries, points = locations.shape[1], locations.shape[4]
+    layout = _Layout(sizes, batch, heads, points, locations)
+    bags = batch * queries * heads
+    cell, frac, _ = _geometry(locations, layout, with_inside=False)
+    top_left = _table_rows(cell, layout.padded_base, layout.padded_row_stride, layout)
+    rows = top_left[:, None, :] + layout.corner_offsets  # [N, 4, K]
+    weights = torch.stack(_corner_weights(frac, attention.reshape(bags, -1)), dim=1)
+    padded = _padded_values(value, layout)
+    out = F.embedding_bag(
+        rows.view(bags, -1),
+        padded.view(-1, head_dim),
+        per_sample_weights=weights.view(bags, -1).to(value.dtype),
+        mode="sum",
+    )
+    return padded, out.view(batch, queries, heads * head_dim)
+
+
 class _GatherMSDA(torch.autograd.Function):
     @staticmethod
     def forward(ctx, value, sizes, sampling_locations, attention_weights):
-        batch, tokens, heads, head_dim = value.shape
-        queries, points = sampling_locations.shape[1], sampling_locations.shape[4]
-        layout = _Layout(sizes, batch, heads, points, value)
-        bags = batch * queries * heads
-        cell, frac, _ = _geometry(sampling_locations, layout, with_inside=False)
-        top_left = _table_rows(cell, layout.padded_base, layout.padded_row_stride, layout)
-        rows = top_left[:, None, :] + layout.corner_offsets  # [N, 4, K]
-        weights = torch.stack(_corner_weights(frac, attention_weights.reshape(bags, -1)), dim=1)
-        padded = _padded_values(value, layout)
-        out = F.embedding_bag(
-            rows.view(bags, -1),
-            padded.view(-1, head_dim),
-            per_sample_weights=weights.view(bags, -1),
-            mode="sum",
-        )
+        tokens = value.shape[1]
+        padded, out = _sample(value, sizes, sampling_locations, attention_weights)
         ctx.sizes, ctx.tokens = sizes, tokens
         # The padded table (a few % larger on big maps) replaces the value: no rebuild in backward.
         ctx.save_for_backward(padded, sampling_locations, attention_weights)
-        return out.view(batch, queries, heads * head_dim)
+        return out
 
     @staticmethod
     @once_differentiable
@@ -309,6 +325,10 @@ class _GatherMSDA(torch.autograd.Function):
         return grad_value, None, grad_locations, grad_attention.view(attention_weights.shape)
 
 
+def _records_grad(*tensors: Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def msda_gather(
     value: Tensor,
     spatial_shapes: Tensor,
@@ -318,8 +338,11 @@ def msda_gather(
 ) -> Tensor:
     """Multi-scale deformable attention by one gather for all levels (same contract as the reference).
 
-    float16/bfloat16 inputs are computed in float32 (as the official kernel does) and the output is
-    cast back to ``value.dtype``.
+    A float16/bfloat16 ``value`` that autograd does not track (inference) stays in its storage dtype:
+    the point geometry and bilinear weights are computed in float32 (from the locations, whatever
+    their dtype), the gather reads the low-precision table and sums in float32, and the output is
+    rounded once to ``value.dtype``. When a gradient is recorded, float16/bfloat16 inputs are
+    computed in float32 (as the official kernel does) and the output is cast back to ``value.dtype``.
 
     Args:
         value: [B, S, M, D].
@@ -342,8 +365,19 @@ def msda_gather(
         return empty_msda_output(value, sampling_locations, attention_weights)
     dtype = torch.promote_types(value.dtype, sampling_locations.dtype)
     dtype = torch.promote_types(dtype, attention_weights.dtype)
-    if dtype in (torch.float16, torch.bfloat16):
+    if dtype in _LOW_PRECISION:
         dtype = torch.float32
+    if value.dtype in _LOW_PRECISION and not _records_grad(
+        value, sampling_locations, attention_weights
+    ):
+        # Inference: the table stays in its low-precision storage (half the bytes gathered).
+        _, out = _sample(
+            value.contiguous(),
+            shapes.level_sizes,
+            sampling_locations.to(dtype),
+            attention_weights.to(dtype),
+        )
+        return out
     out = _GatherMSDA.apply(
         value.to(dtype).contiguous(),
         shapes.level_sizes,
