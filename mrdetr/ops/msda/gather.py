@@ -285,13 +285,15 @@ class _GatherMSDA(torch.autograd.Function):
         padded, sampling_locations, attention_weights = ctx.saved_tensors
         batch, _, heads, head_dim = padded.shape
         tokens, points = ctx.tokens, sampling_locations.shape[4]
-        layout = _Layout(ctx.sizes, batch, heads, points, padded)
+        # The geometry and the value gradient's sums are in the locations' dtype (float32 for a
+        # bf16 table); the corner dots read the table in its own dtype.
+        layout = _Layout(ctx.sizes, batch, heads, points, sampling_locations)
         bags = grad_output.numel() // head_dim
         attention = attention_weights.reshape(bags, -1)
         cell, frac, inside = _geometry(sampling_locations, layout, with_inside=True)
         top_left = _table_rows(cell, layout.padded_base, layout.padded_row_stride, layout)
         rows = (top_left[:, None, :] + layout.corner_offsets).view(bags, -1)  # [N, 4*K]
-        grad_bags = grad_output.reshape(bags, head_dim).to(padded.dtype)
+        grad_bags = grad_output.reshape(bags, head_dim).to(sampling_locations.dtype)
 
         grad_value = None
         if ctx.needs_input_grad[0]:
@@ -305,10 +307,11 @@ class _GatherMSDA(torch.autograd.Function):
             else:
                 weights = torch.stack(weights, dim=1).view(bags, -1)
                 grad_value = _value_grad_scatter(rows, weights, grad_bags, layout, tokens)
+            grad_value = grad_value.to(padded.dtype)
         if not (ctx.needs_input_grad[2] or ctx.needs_input_grad[3]):
             return grad_value, None, None, None
 
-        dots = _corner_dots(padded.view(-1, head_dim), rows, grad_bags)
+        dots = _corner_dots(padded.view(-1, head_dim), rows, grad_bags.to(padded.dtype))
         d00, d01, d10, d11 = dots.view(bags, 4, -1).unbind(1)
         fx, fy = frac[:, 0], frac[:, 1]
         wx0, wy0 = 1 - fx, 1 - fy
@@ -341,8 +344,11 @@ def msda_gather(
     A float16/bfloat16 ``value`` that autograd does not track (inference) stays in its storage dtype:
     the point geometry and bilinear weights are computed in float32 (from the locations, whatever
     their dtype), the gather reads the low-precision table and sums in float32, and the output is
-    rounded once to ``value.dtype``. When a gradient is recorded, float16/bfloat16 inputs are
-    computed in float32 (as the official kernel does) and the output is cast back to ``value.dtype``.
+    rounded once to ``value.dtype``. When a gradient is recorded, a bfloat16 table is kept too (its
+    corner dot products with the output gradient are bf16 matrix-vector products with float32
+    accumulation; the geometry and the value gradient's sums are float32, the value gradient is
+    rounded once to bf16), and float16 inputs are computed in float32 (as the official kernel does),
+    the output cast back to ``value.dtype``.
 
     Args:
         value: [B, S, M, D].
@@ -367,19 +373,22 @@ def msda_gather(
     dtype = torch.promote_types(dtype, attention_weights.dtype)
     if dtype in _LOW_PRECISION:
         dtype = torch.float32
-    if value.dtype in _LOW_PRECISION and not _records_grad(
-        value, sampling_locations, attention_weights
-    ):
-        # Inference: the table stays in its low-precision storage (half the bytes gathered).
-        _, out = _sample(
-            value.contiguous(),
-            shapes.level_sizes,
-            sampling_locations.to(dtype),
-            attention_weights.to(dtype),
-        )
-        return out
+    table = value.dtype
+    if value.dtype in _LOW_PRECISION:
+        if not _records_grad(value, sampling_locations, attention_weights):
+            # Inference: the table stays in its low-precision storage (half the bytes gathered).
+            _, out = _sample(
+                value.contiguous(),
+                shapes.level_sizes,
+                sampling_locations.to(dtype),
+                attention_weights.to(dtype),
+            )
+            return out
+        # Training keeps a bf16 table (float32 range); float16 is computed in float32, since its
+        # corner dots with a loss-scaled gradient could overflow.
+        table = value.dtype if value.dtype == torch.bfloat16 else dtype
     out = _GatherMSDA.apply(
-        value.to(dtype).contiguous(),
+        value.to(table).contiguous(),
         shapes.level_sizes,
         sampling_locations.to(dtype),
         attention_weights.to(dtype),
