@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The route study of docs/route_study.md, parts a to f (f, the short digging pair, before the long e), two runs at a time on one thread
+# The route study of docs/route_study.md, parts a to g (the short digging runs f and g before the long e), two runs at a time on one thread
 # each, with the route diagnostics of every kept checkpoint. Run it again to continue an interrupted
 # study: a part whose results file already holds every run is skipped (--skip-if-complete), finished
 # runs found in output/ are kept and partial runs resume from their last checkpoint (--reuse).
@@ -25,6 +25,15 @@ W=output/route_study/warm_start_a_primary_seed1.pth
 # f (digging): each auxiliary route alone with the primary one, quick-start schedule, seed 1
 "${A[@]}" --tag f_single_aux --iters 700 --seeds 1 --settings "+ INSTRUCT" "+ SEP_FFN" \
   --json "$R/f_single_aux.json"
+# g (digging): fewer one-to-many matches per object (max_k 2 instead of 6) and half the one-to-many
+# loss weights, all three routes, seed 1, each against part a's seed-1 runs (primary only does not
+# use the one-to-many assigner or weights); the two single runs train at the same time
+"${A[@]}" --tag g_maxk2 --iters 700 --seeds 1 --settings "all three routes" \
+  --json "$R/g_maxk2.json" --opts model.criterion.one_to_many_matcher.max_k=2 &
+"${A[@]}" --tag g_o2m_half --iters 700 --seeds 1 --settings "all three routes" \
+  --json "$R/g_o2m_half.json" \
+  --opts '+model.weight_dict.one_to_many={"loss_class":1.0,"loss_bbox":2.5,"loss_giou":1.0}' &
+wait
 # e: the official decoder width and depth (d = 256, 6 + 6 layers, 8 heads, FFN 2048), small backbone
 "${A[@]}" --tag e_d256 --iters 700 --seeds 1 "${P[@]}" --json "$R/e_d256.json" \
   --opts model.embed_dim=256 model.position_embedding.num_pos_feats=128 \
