@@ -117,8 +117,10 @@ def diagnose_run(run_dir: Path, config: Path, routes: list[str], args) -> dict[s
             cmd = [
                 sys.executable, str(REPO / "tools/route_report.py"), "--config-file", str(config),
                 "--json", str(cached), "--nms", str(args.nms), "--quiet",
-                "--opts", f"train.init_checkpoint={ckpt}", f"model.train_routes={json.dumps(routes)}",
-                *args.opts,
+                # the study's overrides first: this checkpoint and these routes must win over
+                # a train.init_checkpoint in them (a warm start)
+                "--opts", *args.opts,
+                f"train.init_checkpoint={ckpt}", f"model.train_routes={json.dumps(routes)}",
             ]  # fmt: skip
             env = dict(os.environ)
             if args.threads:

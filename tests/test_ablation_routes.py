@@ -4,7 +4,9 @@ checkpoint), writes its JSON, and its Markdown tables and plot regenerate from t
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+from pathlib import Path
 
 from tiny_model import REPO
 
@@ -65,6 +67,34 @@ def test_ablation_script_writes_json_table_and_plot(tmp_path, monkeypatch):
     ablation_routes.main(["--report", str(out / "t.json")])
     assert (out / "t.md").read_text() == table
     assert (out / "t.png").read_bytes()[:8] == PNG
+
+
+def test_diagnostics_read_the_run_checkpoint_over_a_warm_start_override(tmp_path, monkeypatch):
+    """A study started from a warm start (``--opts train.init_checkpoint=W``) must diagnose each
+    run's own checkpoints, not W: the checkpoint override comes after the study's overrides."""
+    import argparse
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "model_0000174.pth").write_bytes(b"")
+    calls = []
+
+    def fake_report(cmd, **kwargs):
+        calls.append(cmd)
+        Path(cmd[cmd.index("--json") + 1]).write_text('{"routes": {}}')
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(ablation_routes.subprocess, "run", fake_report)
+    args = argparse.Namespace(
+        nms=0.7, threads=1, opts=["train.init_checkpoint=warm.pth", "model.num_queries=300"]
+    )
+    reports = ablation_routes.diagnose_run(run_dir, REPO / "cfg.py", ["primary"], args)
+    assert reports == {"175": {"routes": {}}}
+    (cmd,) = calls
+    overrides = cmd[cmd.index("--opts") + 1 :]
+    checkpoints = [o.split("=", 1)[1] for o in overrides if o.startswith("train.init_checkpoint=")]
+    assert checkpoints[-1] == str(run_dir / "model_0000174.pth")  # the last override wins
+    assert "model.num_queries=300" in overrides
 
 
 def test_warm_start_weights_keeps_only_the_named_parts(tmp_path):
