@@ -48,4 +48,6 @@ class FFN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """[..., embed_dim] -> [..., embed_dim]."""
-        return self.dropout(self.fc2(self.dropout(F.relu(self.fc1(x)))))
+        # relu_ in place on fc1's fresh output (its backward does not need it): one [..., hidden]
+        # tensor fewer per call
+        return self.dropout(self.fc2(self.dropout(self.fc1(x).relu_())))

@@ -40,7 +40,7 @@ class BasicStem(nn.Module):
         self.conv1 = ConvNorm(in_channels, out_channels, 7, stride=2)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.max_pool2d(F.relu(self.conv1(x)), kernel_size=3, stride=2, padding=1)
+        return F.max_pool2d(self.conv1(x).relu_(), kernel_size=3, stride=2, padding=1)
 
 
 class BottleneckBlock(nn.Module):
@@ -57,11 +57,13 @@ class BottleneckBlock(nn.Module):
         self.conv3 = ConvNorm(bottleneck_channels, out_channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.conv1(x))
-        out = F.relu(self.conv2(out))
+        # In place on fresh outputs (no autograd function saves them): no extra activation-sized
+        # allocations, which cost as much as the ReLU itself on the CPU.
+        out = self.conv1(x).relu_()
+        out = self.conv2(out).relu_()
         out = self.conv3(out)
         identity = self.shortcut(x) if self.shortcut is not None else x
-        return F.relu(out + identity)
+        return out.add_(identity).relu_()
 
 
 class ResNet(nn.Module):
