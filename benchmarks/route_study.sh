@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The route study of docs/route_study.md, parts a to g (the short digging runs f and g before the long e), two runs at a time on one thread
+# The route study of docs/route_study.md, parts a to h (the short digging runs f and g before the long e, then h), two runs at a time on one thread
 # each, with the route diagnostics of every kept checkpoint. Run it again to continue an interrupted
 # study: a part whose results file already holds every run is skipped (--skip-if-complete), finished
 # runs found in output/ are kept and partial runs resume from their last checkpoint (--reuse).
@@ -41,3 +41,7 @@ wait
   model.transformer.encoder.num_layers=6 model.transformer.decoder.num_layers=6 \
   model.transformer.encoder.num_heads=8 model.transformer.decoder.num_heads=8 \
   model.transformer.encoder.ffn_dim=2048 model.transformer.decoder.ffn_dim=2048
+# h (digging): a longer run from the shared warm start of part d (3x the schedule), seed 1
+"${A[@]}" --tag h_warm_2100it --iters 2100 --seeds 1 "${P[@]}" --json "$R/h_warm_2100it.json" \
+  --eval-every 350 --opts train.init_checkpoint="$W" \
+  'optimizer.params.rules=[{"pattern":"backbone","lr_factor":0.1},{"pattern":["reference_points","sampling_offsets"],"lr_factor":0.1}]'
