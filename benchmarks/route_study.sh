@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The route study of docs/route_study.md, parts a to h (the short digging runs f and g before the long e, then h), two runs at a time on one thread
+# The route study of docs/route_study.md, parts a to i (the short digging runs f, g and i before the long e, then h), two runs at a time on one thread
 # each, with the route diagnostics of every kept checkpoint. Run it again to continue an interrupted
 # study: a part whose results file already holds every run is skipped (--skip-if-complete), finished
 # runs found in output/ are kept and partial runs resume from their last checkpoint (--reuse).
@@ -33,6 +33,13 @@ W=output/route_study/warm_start_a_primary_seed1.pth
 "${A[@]}" --tag g_o2m_half --iters 700 --seeds 1 --settings "all three routes" \
   --json "$R/g_o2m_half.json" \
   --opts '+model.weight_dict.one_to_many={"loss_class":1.0,"loss_bbox":2.5,"loss_giou":1.0}' &
+wait
+# g2 and i (digging, after g's max_k 2 closed most of the gap): the same with seed 2, and for twice the
+# schedule (against part b's seed-1 primary-only run); the two single runs train at the same time
+"${A[@]}" --tag g_maxk2 --iters 700 --seeds 1 2 --settings "all three routes" \
+  --json "$R/g_maxk2.json" --opts model.criterion.one_to_many_matcher.max_k=2 &
+"${A[@]}" --tag i_maxk2_1400it --iters 1400 --seeds 1 --settings "all three routes" \
+  --json "$R/i_maxk2_1400it.json" --opts model.criterion.one_to_many_matcher.max_k=2 &
 wait
 # e: the official decoder width and depth (d = 256, 6 + 6 layers, 8 heads, FFN 2048), small backbone
 "${A[@]}" --tag e_d256 --iters 700 --seeds 1 "${P[@]}" --json "$R/e_d256.json" \
