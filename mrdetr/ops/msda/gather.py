@@ -373,20 +373,20 @@ def msda_gather(
     dtype = torch.promote_types(dtype, attention_weights.dtype)
     if dtype in _LOW_PRECISION:
         dtype = torch.float32
-    table = value.dtype
-    if value.dtype in _LOW_PRECISION:
-        if not _records_grad(value, sampling_locations, attention_weights):
-            # Inference: the table stays in its low-precision storage (half the bytes gathered).
-            _, out = _sample(
-                value.contiguous(),
-                shapes.level_sizes,
-                sampling_locations.to(dtype),
-                attention_weights.to(dtype),
-            )
-            return out
-        # Training keeps a bf16 table (float32 range); float16 is computed in float32, since its
-        # corner dots with a loss-scaled gradient could overflow.
-        table = value.dtype if value.dtype == torch.bfloat16 else dtype
+    if value.dtype in _LOW_PRECISION and not _records_grad(
+        value, sampling_locations, attention_weights
+    ):
+        # Inference: the table stays in its low-precision storage (half the bytes gathered).
+        _, out = _sample(
+            value.contiguous(),
+            shapes.level_sizes,
+            sampling_locations.to(dtype),
+            attention_weights.to(dtype),
+        )
+        return out
+    # Training keeps a bf16 table (float32 range); float16 is computed in float32, since its corner
+    # dots with a loss-scaled gradient could overflow; other inputs in their promoted dtype.
+    table = torch.bfloat16 if value.dtype == torch.bfloat16 else dtype
     out = _GatherMSDA.apply(
         value.to(table).contiguous(),
         shapes.level_sizes,
