@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError("need --iters >= 1, --warmup >= 0, --batch-size >= 1 and --images >= 1")
     import torch
 
+    from ..config.access import get_dotted
     from ..engine.defaults import resolve_device
     from ..engine.predictor import build_predictor_model, load_config
 
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_only:
         _benchmark_data(cfg, args.iters, args.warmup)
         return 0
-    weights = (cfg.train.get("init_checkpoint", "") if "train" in cfg else "") or None
+    weights = get_dotted(cfg, "train.init_checkpoint", "") or None
     if args.backends:
         from ._benchmark_backends import benchmark_backends
 

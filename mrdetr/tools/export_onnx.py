@@ -54,13 +54,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from ..config.access import get_dotted
     from ..engine.predictor import build_predictor_model, load_config
     from ..export.onnx import export_onnx
 
     if os.path.exists(args.output):
         raise FileExistsError(f"output file already exists: {args.output} (refusing to overwrite)")
     cfg = load_config(args.config_file, args.opts)
-    weights = cfg.train.get("init_checkpoint", "") if "train" in cfg else ""
+    weights = get_dotted(cfg, "train.init_checkpoint", "")
     if not weights:
         logger.warning("train.init_checkpoint is empty: exporting freshly initialised weights")
     model = build_predictor_model(cfg, weights or None, torch.device("cpu"))
