@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -315,6 +316,47 @@ def test_module_forward_4d_reference_boxes(backend):
     torch.testing.assert_close(out[0, 0], expected)
     with pytest.raises(ValueError, match="reference_points"):
         layer(torch.zeros(1, 1, 4), value, boxes[..., :3], shapes, starts)
+
+
+@pytest.mark.parametrize("ref_dim", [2, 4])
+def test_module_sampling_locations_follow_the_formula_per_point(ref_dim, monkeypatch):
+    """Every (batch, query, head, level, point) location is ref + offset / (w, h) per level, or
+    for boxes centre + offset / P * (w, h) / 2, whatever the memory layout the module computes in
+    (checked element by element on odd level sizes, 2 images, 3 heads, 3 points)."""
+    import mrdetr.ops.msda.module as module
+
+    torch.manual_seed(0)
+    sizes = [(5, 7), (3, 2)]
+    shapes, starts = _level_tensors(sizes)
+    heads, levels, points, dim = 3, 2, 3, 6
+    layer = MultiScaleDeformableAttention(
+        embed_dim=dim, num_heads=heads, num_levels=levels, num_points=points
+    )
+    with torch.no_grad():
+        layer.sampling_offsets.weight.normal_()
+    captured = {}
+
+    def capture(value, spatial_shapes, level_start_index, locations, weights, backend):
+        captured["locations"] = locations
+        return torch.zeros(value.shape[0], locations.shape[1], dim)
+
+    monkeypatch.setattr(module, "multi_scale_deformable_attention", capture)
+    query = torch.randn(2, 4, dim)
+    reference = torch.rand(2, 4, levels, ref_dim)
+    layer(query, torch.randn(2, 5 * 7 + 3 * 2, dim), reference, shapes, starts)
+    offsets = layer.sampling_offsets(query).view(2, 4, heads, levels, points, 2)
+    locations = captured["locations"]
+    assert locations.shape == (2, 4, heads, levels, points, 2)
+    for b, q, m, lvl, p in itertools.product(
+        range(2), range(4), range(heads), range(levels), range(points)
+    ):
+        h, w = sizes[lvl]
+        ref, off = reference[b, q, lvl], offsets[b, q, m, lvl, p]
+        if ref_dim == 2:
+            expected = ref + off / torch.tensor([w, h])
+        else:
+            expected = ref[:2] + off / points * ref[2:] * 0.5
+        torch.testing.assert_close(locations[b, q, m, lvl, p], expected, rtol=1e-6, atol=1e-7)
 
 
 def test_module_padding_mask_and_backend_switch():

@@ -27,4 +27,5 @@ class FrozenBatchNorm2d(misc.FrozenBatchNorm2d):
             * (self.running_var.reshape(1, -1, 1, 1) + self.eps).rsqrt()
         )
         shift = self.bias.reshape(1, -1, 1, 1) - self.running_mean.reshape(1, -1, 1, 1) * scale
-        return x * scale.to(x.dtype) + shift.to(x.dtype)
+        # add_ on the product (autograd does not need it): one activation-sized tensor per call
+        return (x * scale.to(x.dtype)).add_(shift.to(x.dtype))

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+# Elements of the [rows, hidden] activation of one FFN pass without autograd (8 MB in float32): the
+# rows are run in chunks of this size, so the activation is reused from the heap instead of being
+# a fresh allocation above glibc's mmap threshold (32 MB at most) that page-faults on every call
+# (measured on the R50 encoder, 5,440 tokens x 2,048 hidden: 160 -> 133 ms a layer at 1 thread).
+_NO_GRAD_CHUNK_ELEMENTS = 1 << 21
 
 
 class MLP(nn.Module):
@@ -48,6 +55,15 @@ class FFN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """[..., embed_dim] -> [..., embed_dim]."""
+        rows = max(1, _NO_GRAD_CHUNK_ELEMENTS // self.fc1.out_features)
+        if torch.is_grad_enabled() or x[..., 0].numel() <= rows:
+            return self._block(x)
+        # No autograd (eval): the same rows in chunks (row results do not depend on other rows)
+        flat = x.reshape(-1, x.shape[-1])
+        out = torch.cat([self._block(chunk) for chunk in flat.split(rows)])
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    def _block(self, x: Tensor) -> Tensor:
         # relu_ in place on fc1's fresh output (its backward does not need it): one [..., hidden]
         # tensor fewer per call
         return self.dropout(self.fc2(self.dropout(self.fc1(x).relu_())))
