@@ -134,7 +134,8 @@ class MultiScaleDeformableAttention(nn.Module):
                     f"MultiScaleDeformableAttention: `value_padding_mask` must be [B={batch}, N={num_values}], "
                     f"got {tuple(value_padding_mask.shape)}"
                 )
-            value = value.masked_fill(value_padding_mask[..., None], 0.0)
+            # in place on value_proj's fresh output (its backward does not need it)
+            value = value.masked_fill_(value_padding_mask[..., None], 0.0)
         value = value.view(batch, num_values, self.num_heads, -1)
         heads, levels, points = self.num_heads, self.num_levels, self.num_points
         offsets = self.sampling_offsets(query).view(batch, num_queries, heads, levels, points, 2)
