@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The route study of docs/route_study.md, parts a to i (the short digging runs f, g and i before the long e, then h), two runs at a time on one thread
+# The route study of docs/route_study.md, parts a to j (the short digging runs f, g, i and j before the long e, then h), two runs at a time on one thread
 # each, with the route diagnostics of every kept checkpoint. Run it again to continue an interrupted
 # study: a part whose results file already holds every run is skipped (--skip-if-complete), finished
 # runs found in output/ are kept and partial runs resume from their last checkpoint (--reuse).
@@ -40,6 +40,13 @@ wait
   --json "$R/g_maxk2.json" --opts model.criterion.one_to_many_matcher.max_k=2 &
 "${A[@]}" --tag i_maxk2_1400it --iters 1400 --seeds 1 --settings "all three routes" \
   --json "$R/i_maxk2_1400it.json" --opts model.criterion.one_to_many_matcher.max_k=2 &
+wait
+# j (digging, after i's max_k 2 drew level with primary only at 1,400 iterations): the same pair
+# with seed 2 (part i grows to seeds 1 and 2; primary only's seed 2 has its own file, part b keeps seed 1)
+"${A[@]}" --tag i_maxk2_1400it --iters 1400 --seeds 1 2 --settings "all three routes" \
+  --json "$R/i_maxk2_1400it.json" --opts model.criterion.one_to_many_matcher.max_k=2 &
+"${A[@]}" --tag j_primary_1400it --iters 1400 --seeds 2 --settings "primary only" \
+  --json "$R/j_primary_1400it.json" &
 wait
 # e: the official decoder width and depth (d = 256, 6 + 6 layers, 8 heads, FFN 2048), small backbone
 "${A[@]}" --tag e_d256 --iters 700 --seeds 1 "${P[@]}" --json "$R/e_d256.json" \
