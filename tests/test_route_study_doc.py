@@ -1,0 +1,83 @@
+"""The answer table of docs/route_study.md says what the study's JSON files hold."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks/results/route_study"
+DOC = REPO / "docs/route_study.md"
+sys.path.insert(0, str(REPO / "benchmarks"))
+from ablation_report import run_metrics  # noqa: E402
+
+# part -> (files holding its primary-only runs, files holding its three-route runs)
+SOURCES = {
+    "a": (["a_700it"], ["a_700it"]),
+    "b": (["b_1400it"], ["b_1400it"]),
+    "c": (["c_300q"], ["c_300q"]),
+    "d": (["d_warm"], ["d_warm"]),
+    "g": (["a_700it"], ["g_maxk2"]),
+    "i": (["b_1400it"], ["i_maxk2_1400it"]),
+}
+
+
+def _answer_rows() -> dict[str, list[str]]:
+    text = DOC.read_text()
+    table = text[text.index("## The answer so far") :].split("\n\n")[1]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        cells = [c.strip().replace("**", "") for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells
+    return rows
+
+
+def _finals(files: list[str], setting: str) -> list[dict[str, float]]:
+    """The last value of every metric, one dict per run of ``setting`` in ``files``."""
+    finals = []
+    for name in files:
+        for run in json.loads((RESULTS / f"{name}.json").read_text())["runs"]:
+            if run["setting"] == setting:
+                finals.append({k: v[max(v)] for k, v in run_metrics(run).items()})
+    return finals
+
+
+def _mean_sd(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def test_every_part_of_the_answer_table_has_its_sources():
+    assert set(_answer_rows()) == set(SOURCES)
+
+
+@pytest.mark.parametrize("part", sorted(SOURCES))
+def test_answer_table_row_matches_the_json(part):
+    cells = _answer_rows()[part]
+    primary_files, three_files = SOURCES[part]
+    primary = _finals(primary_files, "primary only")
+    three = _finals(three_files, "all three routes")
+    assert primary and three
+
+    def mean(runs, key):
+        return statistics.mean(r[key] for r in runs)
+
+    seeds = sorted({int(s) for s in re.findall(r"\d+", cells[2])})
+    assert len(primary) == len(three) == len(seeds), cells
+    gap = mean(three, "primary AP") - mean(primary, "primary AP")
+    best_aux = max(mean(three, "instruct AP, NMS"), mean(three, "sep_ffn AP, NMS"))
+    expected = [
+        _mean_sd([r["primary AP"] for r in primary]),
+        _mean_sd([r["primary AP"] for r in three]),
+        f"{gap:+.1f}",
+        f"{mean(primary, 'primary AP, NMS'):.1f}",
+        f"{mean(three, 'primary AP, NMS'):.1f}",
+        f"{best_aux:.1f}",
+    ]
+    assert cells[3:9] == expected, f"part {part}: doc {cells[3:9]} vs JSON {expected}"
