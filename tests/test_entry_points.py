@@ -33,3 +33,22 @@ def test_train_command_has_the_train_net_flags(capsys):
     usage = capsys.readouterr().out
     for flag in ("--config-file", "--resume", "--eval-only", "--num-gpus", "--dist-url"):
         assert flag in usage, flag
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--num-gpus", "2", "train.device=cpu"], "gloo"),  # a CPU run on a machine with GPUs
+        (["--num-gpus", "2", "train.device=cpu:0"], "gloo"),
+        (["--num-gpus", "2", "train.device=auto"], "auto"),  # NCCL where CUDA is available
+        (["--num-gpus", "2", "train.device=cuda"], "auto"),
+        (["train.device=cpu"], "auto"),  # one process: no group
+    ],
+)
+def test_train_command_picks_gloo_for_a_cpu_run(flags, expected, monkeypatch):
+    train_net = importlib.import_module("mrdetr.tools.train_net")
+    seen = {}
+    monkeypatch.setattr(train_net, "launch", lambda *a, **kw: seen.update(kw))
+    config = str(REPO / "tests/configs/tiny_synthetic.py")
+    assert train_net.main(["--config-file", config, *flags]) == 0
+    assert seen["backend"] == expected

@@ -11,7 +11,8 @@ train = dict(
     amp=dict(enabled=False, dtype="float16"),  # dtype: "float16" (GradScaler) or "bfloat16"
     # dtype of evaluation, the Predictor and the demo: "float32", "bfloat16" (weights cast once,
     # frozen BN folded, channels-last backbone: mrdetr.engine.precision) or "auto" (bfloat16 on a
-    # CUDA device with bf16 or a CPU with AMX, else float32); training keeps float32 weights
+    # CUDA device with bf16 or a CPU with native bf16 instructions, AMX or avx512_bf16, else
+    # float32); training keeps float32 weights
     inference_dtype="float32",
     # torch.compile of these submodules for the Predictor, the demo and --eval-only runs (not for
     # training); off by default: benchmarks/README.md has the compile time and the speed-up
