@@ -57,3 +57,19 @@ def test_frozen_batchnorm_matches_the_batch_norm_formula_and_passes_gradients():
     out.sum().backward()
     scale = bn64.weight / (bn64.running_var + bn64.eps).sqrt()
     torch.testing.assert_close(x.grad, scale.view(view).expand_as(x))
+
+
+def test_ffn_traced_for_export_is_one_pass_for_any_size(monkeypatch):
+    """A traced graph keeps one fc1 -> fc2 pass (no chunks of the tracing input baked in)."""
+    torch.manual_seed(0)
+    ffn = FFN(embed_dim=8, hidden_dim=16).eval()
+    monkeypatch.setattr(mlp, "_NO_GRAD_CHUNK_ELEMENTS", 16 * 10)
+    calls = []
+    hook = ffn.fc1.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    with torch.no_grad():
+        traced = torch.jit.trace(ffn, torch.randn(35, 8), check_trace=False)
+    hook.remove()
+    assert [int(rows) for rows in calls] == [35]
+    x = torch.randn(52, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(traced(x), ffn(x), rtol=1e-6, atol=1e-6)

@@ -6,6 +6,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..utils.tracing import is_exporting
+
 # Elements of the [rows, hidden] activation of one FFN pass without autograd (8 MB in float32): the
 # rows are run in chunks of this size, so the activation is reused from the heap instead of being
 # a fresh allocation above glibc's mmap threshold (32 MB at most) that page-faults on every call
@@ -56,7 +58,12 @@ class FFN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """[..., embed_dim] -> [..., embed_dim]."""
         rows = max(1, _NO_GRAD_CHUNK_ELEMENTS // self.fc1.out_features)
-        if torch.is_grad_enabled() or x[..., 0].numel() <= rows:
+        if (
+            torch.is_grad_enabled()
+            or is_exporting()  # a traced graph would bake in this input's chunks
+            or torch.compiler.is_compiling()  # the compiler fuses the block itself
+            or x[..., 0].numel() <= rows
+        ):
             return self._block(x)
         # No autograd (eval): the same rows in chunks (row results do not depend on other rows)
         flat = x.reshape(-1, x.shape[-1])
