@@ -14,7 +14,7 @@ from mrdetr.utils import comm
 from mrdetr.utils.env import collect_env_info, seed_all_rng, set_deterministic
 from mrdetr.utils.logger import setup_logger
 
-__all__ = ["default_argument_parser", "default_setup", "resolve_device"]
+__all__ = ["default_argument_parser", "default_setup", "dist_backend_for", "resolve_device"]
 
 CONFIG_DUMP_NAME = "config.yaml"
 
@@ -71,6 +71,19 @@ def default_argument_parser(epilog: str | None = None) -> argparse.ArgumentParse
         nargs=argparse.REMAINDER,
     )
     return parser
+
+
+def dist_backend_for(config_file: str, opts: list[str] | None) -> str:
+    """The process group's backend for a multi-process run of this config: GLOO when it trains on
+    the CPU (``train.device`` ``"cpu"``, also on a machine with GPUs), else ``"auto"`` (NCCL when
+    CUDA is available, see :func:`mrdetr.engine.launch`)."""
+    from mrdetr.config import LazyConfig
+
+    if not config_file:
+        return "auto"
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), opts or [])
+    device = str(get_dotted(cfg, "train.device", "auto"))
+    return "gloo" if device.split(":")[0] == "cpu" else "auto"
 
 
 def resolve_device(name: str) -> torch.device:

@@ -26,7 +26,7 @@ import shlex
 import sys
 from typing import Any
 
-from mrdetr.engine.defaults import default_argument_parser
+from mrdetr.engine.defaults import default_argument_parser, dist_backend_for
 from mrdetr.engine.launch import launch
 
 __all__ = ["TrainJob", "build_executor", "main", "process_group_env", "slurm_argument_parser"]
@@ -161,7 +161,11 @@ class TrainJob:
             lambda run_args: results.append(train_main(run_args)),
             1,  # ignored: launch joins the process group from the variables just set
             args=(args,),
-            backend=args.dist_backend,
+            backend=(
+                dist_backend_for(args.config_file, args.opts)
+                if args.dist_backend == "auto"
+                else args.dist_backend
+            ),
         )
         return results[0] if results else None
 

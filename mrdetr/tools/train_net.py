@@ -14,11 +14,8 @@ traceback.
 
 from __future__ import annotations
 
-import argparse
-
-from mrdetr.config import LazyConfig
-from mrdetr.config.access import get_dotted
 from mrdetr.engine import default_argument_parser, launch
+from mrdetr.engine.defaults import dist_backend_for
 from mrdetr.engine.runner import main as run_main
 
 from ._cli import run_reporting_errors
@@ -42,21 +39,13 @@ def main(argv: list[str] | None = None) -> int:
             machine_rank=args.machine_rank,
             dist_url=args.dist_url,
             args=(args,),
-            backend=dist_backend(args),
+            # one process needs no group: "auto", without reading the config here
+            backend="auto"
+            if args.num_gpus * args.num_machines <= 1
+            else dist_backend_for(args.config_file, args.opts),
         ),
         traceback=args.traceback,
     )
-
-
-def dist_backend(args: argparse.Namespace) -> str:
-    """The process group's backend for a run of ``args``: GLOO when the config trains on the CPU
-    (``train.device`` ``"cpu"``, also on a machine with GPUs), else ``"auto"`` (NCCL when CUDA is
-    available). A single process needs no group: ``"auto"`` without reading the config."""
-    if args.num_gpus * args.num_machines <= 1 or not args.config_file:
-        return "auto"
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts or [])
-    device = str(get_dotted(cfg, "train.device", "auto"))
-    return "gloo" if device.split(":")[0] == "cpu" else "auto"
 
 
 if __name__ == "__main__":
