@@ -23,7 +23,7 @@ SOURCES = {
     "c": (["c_300q"], ["c_300q"]),
     "d": (["d_warm"], ["d_warm"]),
     "g": (["a_700it"], ["g_maxk2"]),
-    "i": (["b_1400it"], ["i_maxk2_1400it"]),
+    "i": (["b_1400it", "j_primary_1400it"], ["i_maxk2_1400it"]),
 }
 
 
