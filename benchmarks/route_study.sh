@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The route study of docs/route_study.md, parts a to j (the short digging runs f, g, i and j before the long e, then h), two runs at a time on one thread
+# The route study of docs/route_study.md, parts a to k (the short digging runs f, g, i and j before the long e, then k and h), two runs at a time on one thread
 # each, with the route diagnostics of every kept checkpoint. Run it again to continue an interrupted
 # study: a part whose results file already holds every run is skipped (--skip-if-complete), finished
 # runs found in output/ are kept and partial runs resume from their last checkpoint (--reuse).
@@ -55,6 +55,13 @@ wait
   model.transformer.encoder.num_layers=6 model.transformer.decoder.num_layers=6 \
   model.transformer.encoder.num_heads=8 model.transformer.decoder.num_heads=8 \
   model.transformer.encoder.ffn_dim=2048 model.transformer.decoder.ffn_dim=2048
+# k (digging, after i and j drew level at 1,400 iterations): max_k 2 for 1.5x that schedule, against
+# primary only at the same schedule, seed 1; the two single runs train at the same time
+"${A[@]}" --tag k_maxk2_2100it --iters 2100 --seeds 1 --settings "all three routes" \
+  --json "$R/k_maxk2_2100it.json" --eval-every 350 --opts model.criterion.one_to_many_matcher.max_k=2 &
+"${A[@]}" --tag k_primary_2100it --iters 2100 --seeds 1 --settings "primary only" \
+  --json "$R/k_primary_2100it.json" --eval-every 350 &
+wait
 # h (digging): a longer run from the shared warm start of part d (3x the schedule), seed 1
 "${A[@]}" --tag h_warm_2100it --iters 2100 --seeds 1 "${P[@]}" --json "$R/h_warm_2100it.json" \
   --eval-every 350 --opts train.init_checkpoint="$W" \
