@@ -51,9 +51,11 @@ def run_metrics(run: dict) -> dict[str, dict[int, float]]:
     return metrics
 
 
-def _mean_sd(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2f} ± {sd:.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+def mean_sd(values: list[float], digits: int = 2) -> str:
+    """``"mean ± sd"`` over seeds, or the single value, with ``digits`` decimals."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def gather(study: dict) -> dict[str, dict[str, list[dict[int, float]]]]:
@@ -89,7 +91,7 @@ def tables(study: dict) -> str:
         for label in labels:
             finals = [s[max(s)] for s in metrics.get(label, []) if s]
             per_seed = ", ".join(f"{v:.1f}" for v in finals)
-            cells.append(f"{_mean_sd(finals)} [{per_seed}]" if finals else "-")
+            cells.append(f"{mean_sd(finals)} [{per_seed}]" if finals else "-")
         lines.append(f"| {name} | {len(runs)} | {sec:.2f} | " + " | ".join(cells) + " |")
     lines += ["", "Per evaluation (mean over seeds):", ""]
     for label in labels:

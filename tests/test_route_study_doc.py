@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks/results/route_study"
 DOC = REPO / "docs/route_study.md"
 sys.path.insert(0, str(REPO / "benchmarks"))
-from ablation_report import run_metrics  # noqa: E402
+from ablation_report import mean_sd, run_metrics  # noqa: E402
 
 # part -> (files holding its primary-only runs, files holding its three-route runs)
 SOURCES = {
@@ -47,12 +47,6 @@ def _finals(files: list[str], setting: str) -> list[dict[str, float]]:
     return finals
 
 
-def _mean_sd(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
-
-
 def test_every_part_of_the_answer_table_has_its_sources():
     assert set(_answer_rows()) == set(SOURCES)
 
@@ -73,8 +67,8 @@ def test_answer_table_row_matches_the_json(part):
     gap = mean(three, "primary AP") - mean(primary, "primary AP")
     best_aux = max(mean(three, "instruct AP, NMS"), mean(three, "sep_ffn AP, NMS"))
     expected = [
-        _mean_sd([r["primary AP"] for r in primary]),
-        _mean_sd([r["primary AP"] for r in three]),
+        mean_sd([r["primary AP"] for r in primary], digits=1),
+        mean_sd([r["primary AP"] for r in three], digits=1),
         f"{gap:+.1f}",
         f"{mean(primary, 'primary AP, NMS'):.1f}",
         f"{mean(three, 'primary AP, NMS'):.1f}",
