@@ -130,14 +130,20 @@ def apply_overrides(cfg: DictConfig, overrides: Iterable[str] | str) -> DictConf
     Raises:
         ConfigKeyError: a key (without ``+``) does not exist, or its path crosses a value that is
             not a config node; the message lists the nearest valid keys.
-        ConfigValueError: a value does not have the type of the key's current value.
-        ValueError: an override is not of the form ``key=value``.
+        ConfigValueError: a value does not have the type of the key's current value, or an
+            override is not of the form ``key=value``.
     """
     if isinstance(overrides, str):
         overrides = [overrides]
     for override in overrides:
         if not isinstance(override, str) or "=" not in override:
-            raise ValueError(f"Override {override!r} must have the form 'key=value'.")
+            flag = isinstance(override, str) and override.startswith("-")
+            note = " (put flags such as --resume before the key=value overrides)" if flag else ""
+            raise ConfigValueError(
+                f"Override {override!r} must have the form 'key=value'{note}.",
+                str(override),
+                override,
+            )
         raw_key, raw_value = override.split("=", 1)
         key = raw_key.strip()
         allow_new = key.startswith(_ADD_PREFIX)
