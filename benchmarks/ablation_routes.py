@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -43,6 +44,8 @@ SETTINGS = {
     "all three routes": (BASE, ["primary", "instruct", "sep_ffn"]),
     "++ (route-aware MoE)": (PLUSPLUS, ["primary", "instruct", "sep_ffn"]),
 }
+# train_net's status after a stop on SIGTERM / SIGINT with a checkpoint (train.stop_signals)
+STOPPED_BY_SIGNAL = (128 + signal.SIGTERM, 128 + signal.SIGINT)
 
 
 def run_tag(name: str, seed: int) -> str:
@@ -76,6 +79,11 @@ def run_setting(config: Path, routes: list[str], seed: int, args, out: Path) -> 
         proc = subprocess.run(
             cmd + overrides, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env
         )
+    if proc.returncode in STOPPED_BY_SIGNAL:
+        raise SystemExit(
+            f"{out}: training stopped by a signal after a checkpoint; run the same command "
+            "with --reuse to continue it."
+        )
     if proc.returncode != 0:
         tail = (out / "train_stdout.txt").read_text()[-3000:]
         raise RuntimeError(f"{config.name} {routes} seed {seed}: training failed:\n{tail}")
@@ -104,7 +112,9 @@ def read_run(run_dir: Path, iters: int) -> dict | None:
 
 
 def diagnose_run(run_dir: Path, config: Path, routes: list[str], args) -> dict[str, dict]:
-    """Route diagnostics of every kept checkpoint of one run, cached as ``route_report_<it>.json``."""
+    """Route diagnostics of the run's checkpoints at its evaluations (every ``--eval-every``
+    iterations), cached as ``route_report_<it>.json``; a checkpoint written by a stop signal
+    between evaluations (train.stop_signals) is not a point of the curve and is left out."""
     from mrdetr.evaluation.route_diagnostics import checkpoint_iteration
 
     reports = {}
@@ -112,6 +122,8 @@ def diagnose_run(run_dir: Path, config: Path, routes: list[str], args) -> dict[s
         if ckpt.stem == "model_final":
             continue
         it = checkpoint_iteration(ckpt)
+        if it % args.eval_every:
+            continue
         cached = run_dir / f"route_report_{it:07d}.json"
         if not cached.is_file():
             cmd = [

@@ -77,6 +77,7 @@ def test_diagnostics_read_the_run_checkpoint_over_a_warm_start_override(tmp_path
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "model_0000174.pth").write_bytes(b"")
+    (run_dir / "model_0000200.pth").write_bytes(b"")  # a stop signal's: not an evaluation point
     calls = []
 
     def fake_report(cmd, **kwargs):
@@ -86,7 +87,10 @@ def test_diagnostics_read_the_run_checkpoint_over_a_warm_start_override(tmp_path
 
     monkeypatch.setattr(ablation_routes.subprocess, "run", fake_report)
     args = argparse.Namespace(
-        nms=0.7, threads=1, opts=["train.init_checkpoint=warm.pth", "model.num_queries=300"]
+        nms=0.7,
+        threads=1,
+        eval_every=175,
+        opts=["train.init_checkpoint=warm.pth", "model.num_queries=300"],
     )
     reports = ablation_routes.diagnose_run(run_dir, REPO / "cfg.py", ["primary"], args)
     assert reports == {"175": {"routes": {}}}

@@ -34,6 +34,10 @@ train = dict(
     model_ema=dict(enabled=False, decay=0.999, device="", use_ema_weights_for_eval_only=False),
     fast_dev_run=dict(enabled=False, max_iter=20, eval_period=10, log_period=1),
     nan_policy="stop",  # "stop": raise on a non-finite loss; "skip": drop that update
+    # on the first of these signals: finish the iteration (and its due evaluation), write
+    # model_{iter}.pth, exit with status 128 + the signal's number; --resume continues exactly.
+    # Ctrl-C twice stops at once. [] turns it off (mrdetr.engine.stop_signal)
+    stop_signals=["SIGTERM", "SIGINT"],
     # experiment trackers (main process only; pip install 'mrdetr[wandb]' / 'mrdetr[mlflow]'):
     # scalars, the config and the evaluation tables. wandb: any other key goes to wandb.init
     # (entity, tags, mode="offline", ...); dir "" = output_dir.

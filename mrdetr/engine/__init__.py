@@ -13,7 +13,8 @@ from .hooks import (
     PeriodicWriter,
 )
 from .launch import create_ddp_model, launch
-from .train_loop import HookBase, Trainer, build_grad_scaler
+from .stop_signal import StopOnSignal
+from .train_loop import HookBase, Trainer, TrainingStopped, build_grad_scaler
 
 __all__ = [
     "EMAHook",
@@ -24,7 +25,9 @@ __all__ = [
     "ModelEMA",
     "PeriodicCheckpointer",
     "PeriodicWriter",
+    "StopOnSignal",
     "Trainer",
+    "TrainingStopped",
     "build_grad_scaler",
     "create_ddp_model",
     "default_argument_parser",

@@ -126,12 +126,32 @@ class PeriodicCheckpointer(HookBase):
     def before_train(self) -> None:
         if self.max_iter is None:
             self.max_iter = self.trainer.max_iter
+        self._saved_iter: int | None = None
 
     def _save(self, name: str, iteration: int) -> None:
         extra: dict[str, Any] = {"iteration": iteration}
         if comm.get_world_size() > 1:
             extra["rng_per_rank"] = comm.all_gather(capture_rng_state())
         self.checkpointer.save(name, **extra)
+        self._saved_iter = iteration
+
+    def save_now(self) -> str:
+        """Checkpoint the iteration that just finished, unless this hook already did.
+
+        Every rank must call it (like :meth:`after_step`). The file is the periodic one,
+        ``model_{iter:07d}.pth`` (``model_final.pth`` after the last iteration), so ``--resume``
+        continues from it exactly as from a periodic checkpoint.
+
+        Returns:
+            The checkpoint's file name.
+        """
+        iteration = self.trainer.iter
+        final = self.max_iter is not None and iteration >= self.max_iter - 1
+        name = f"{self.file_prefix}_{'final' if final else f'{iteration:07d}'}"
+        if self._saved_iter != iteration:
+            self._save(name, iteration)
+            self._prune()
+        return f"{name}.pth"
 
     def after_step(self) -> None:
         iteration = self.trainer.iter

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import inspect
 import logging
 import os
+import signal
 import socket
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,6 +18,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from mrdetr.engine.stop_signal import has_default_handler
+from mrdetr.engine.train_loop import SIGNAL_EXIT_BASE, TrainingStopped
 from mrdetr.utils import comm
 
 __all__ = ["DEFAULT_TIMEOUT", "create_ddp_model", "launch"]
@@ -24,6 +29,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)
 _TORCHRUN_ENV = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 _BACKENDS = ("auto", "nccl", "gloo")
+_FORWARDED = (signal.SIGINT, signal.SIGTERM)  # the stop signals passed on to spawned workers
+_WORKER_GRACE_S = 10.0  # then SIGTERM, and SIGKILL after as long again (torch's ProcessContext)
 
 
 def _find_free_port() -> int:
@@ -104,7 +111,7 @@ def launch(
             f"launch: {num_gpus_per_machine} processes per machine requested but only "
             f"{torch.cuda.device_count()} CUDA devices are visible."
         )
-    mp.start_processes(
+    context = mp.start_processes(
         _distributed_worker,
         nprocs=num_gpus_per_machine,
         args=(
@@ -119,7 +126,45 @@ def launch(
         ),
         daemon=False,
         start_method="spawn",
+        join=False,
     )
+    _join_forwarding_stop_signals(context)
+
+
+def _join_forwarding_stop_signals(context: mp.ProcessContext) -> None:
+    """Wait for the spawned workers, passing SIGINT and SIGTERM on to them.
+
+    The workers run in their own process group (:func:`_distributed_worker`), so a terminal's
+    Ctrl-C reaches only this process and each worker gets every signal exactly once, from here.
+
+    Raises:
+        TrainingStopped: the workers stopped on such a signal after their stop checkpoint
+            (:mod:`mrdetr.engine.stop_signal`), leaving with status 128 + its number.
+    """
+
+    def forward(signum: int, frame: Any) -> None:
+        for process in context.processes:
+            if process.is_alive() and process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):  # it has just left
+                    os.kill(process.pid, signum)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in _FORWARDED:  # (a signal this process ignores stays ignored, as in workers)
+            if has_default_handler(signum):
+                previous[signum] = signal.signal(signum, forward)
+    try:
+        # a worker that stopped or failed first gives the others time to leave by themselves
+        while not context.join(grace_period=_WORKER_GRACE_S):
+            pass
+    except mp.ProcessExitedException as exc:
+        signum = exc.exit_code - SIGNAL_EXIT_BASE
+        if signum in _FORWARDED:
+            raise TrainingStopped(signum) from None
+        raise
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _distributed_worker(
@@ -133,6 +178,8 @@ def _distributed_worker(
     backend: str,
     timeout: datetime.timedelta,
 ) -> None:
+    if hasattr(os, "setpgrp"):
+        os.setpgrp()  # a terminal's Ctrl-C reaches only the parent, which forwards it once
     global_rank = machine_rank * num_gpus_per_machine + local_rank
     # comm.get_local_rank/get_local_size read these, exactly as under torchrun
     os.environ.update(
@@ -153,6 +200,8 @@ def _distributed_worker(
     try:
         comm.synchronize()
         main_func(*args)
+    except TrainingStopped as stop:
+        raise SystemExit(stop.exit_code) from None  # the parent turns it back into the stop
     finally:
         dist.destroy_process_group()
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from mrdetr.checkpoint.checkpointer import Checkpointer
 from mrdetr.config.access import get_dotted, updated_copy
+from mrdetr.config.overrides import ConfigValueError
 from mrdetr.data.validation import check_data_against_model
 from mrdetr.engine import hooks
 from mrdetr.engine.defaults import default_setup, resolve_device
@@ -25,6 +26,7 @@ from mrdetr.engine.ema import ModelEMA, unwrap_model
 from mrdetr.engine.eval_metrics import write_eval_only_metrics
 from mrdetr.engine.launch import create_ddp_model
 from mrdetr.engine.predictor_config import dataset_metadata
+from mrdetr.engine.stop_signal import DEFAULT_STOP_SIGNALS, StopOnSignal
 from mrdetr.engine.trackers import build_tracker_writers, log_evaluation
 from mrdetr.engine.train_loop import Trainer, build_grad_scaler
 from mrdetr.solver.lr_scheduler import LRMultiplier
@@ -303,29 +305,40 @@ def do_train(cfg: Any, args: argparse.Namespace) -> Trainer:
         if comm.is_main_process()
         else None
     )
+    periodic = hooks.PeriodicCheckpointer(
+        checkpointer, ckpt_cfg.period, max_iter=max_iter, max_to_keep=ckpt_cfg.get("max_to_keep")
+    )
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
             hooks.EMAHook(ema) if ema is not None else None,
             hooks.LRScheduler(scheduler),
-            hooks.PeriodicCheckpointer(
-                checkpointer,
-                ckpt_cfg.period,
-                max_iter=max_iter,
-                max_to_keep=ckpt_cfg.get("max_to_keep"),
-            ),
+            periodic,
             hooks.EvalHook(
                 cfg.train.eval_period,
                 lambda: log_evaluation(trackers, do_test(cfg, model, ema=ema)),
                 eval_before_train=bool(cfg.train.get("eval_at_start", False)) and start_iter == 0,
                 after_eval=writer_hook.write_all if writer_hook is not None else None,
             ),
+            # after the checkpoint and evaluation hooks: a stop keeps the iteration's evaluation
+            _stop_on_signal(cfg, periodic),
             writer_hook,
         ]
     )
     ddp_model.train()
     trainer.train(start_iter, max_iter)
     return trainer
+
+
+def _stop_on_signal(cfg: Any, periodic: hooks.PeriodicCheckpointer) -> StopOnSignal:
+    names = cfg.train.get("stop_signals", DEFAULT_STOP_SIGNALS)
+    names = [names] if isinstance(names, str) else list(names or [])
+    try:
+        return StopOnSignal(periodic, names)
+    except ValueError as exc:
+        raise ConfigValueError(
+            f"train.stop_signals={names}: {exc}", "train.stop_signals", names
+        ) from None
 
 
 def _load_for_eval(cfg: Any, model: nn.Module) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -25,12 +26,45 @@ from mrdetr.solver.param_groups import largest_param_group
 from mrdetr.utils import comm
 from mrdetr.utils.events import EventStorage
 
-__all__ = ["HookBase", "Trainer", "build_grad_scaler"]
+__all__ = ["HookBase", "Trainer", "TrainingStopped", "build_grad_scaler"]
 
 logger = logging.getLogger(__name__)
 
 _AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 _NAN_POLICIES = ("stop", "skip")
+SIGNAL_EXIT_BASE = 128  # a shell reports a process ended by signal N as status 128 + N
+
+
+class TrainingStopped(Exception):
+    """Training stopped on request (a stop signal) after a finished, checkpointed iteration.
+
+    Not an error: the run can continue with ``--resume``. Raised by a hook's ``after_step``
+    (:class:`mrdetr.engine.stop_signal.StopOnSignal`); the trainer runs ``after_train`` and
+    re-raises it. The launcher of several worker processes raises it too, without the iteration
+    and the checkpoint (each worker logged them).
+
+    Args:
+        signum: the signal that asked for the stop.
+        iteration: the last finished iteration (0-based), if known.
+        checkpoint: path of the checkpoint written for it, if known.
+    """
+
+    def __init__(self, signum: int, iteration: int | None = None, checkpoint: str = "") -> None:
+        self.signum = signum
+        self.iteration = iteration
+        self.checkpoint = checkpoint
+        name = signal.Signals(signum).name
+        if iteration is None:
+            where = "in every worker process, after the checkpoint of the last finished iteration"
+            where += " (named in log.txt)"
+        else:
+            where = f"after iteration {iteration}; checkpoint {checkpoint}"
+        super().__init__(f"Training stopped by {name} {where}. Continue with --resume.")
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's status of a process ended by this signal (128 + its number)."""
+        return SIGNAL_EXIT_BASE + self.signum
 
 
 class HookBase:
@@ -185,6 +219,9 @@ class Trainer:
                     self.run_step()
                     self._call_hooks("after_step")
                 self.iter += 1  # == max_iter: tells after_train the run completed
+            except TrainingStopped as stop:
+                logger.info("%s", stop)
+                raise
             except Exception as exc:
                 # one line: the command line decides whether the traceback is shown
                 logger.error(

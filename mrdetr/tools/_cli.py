@@ -113,10 +113,17 @@ def run_reporting_errors(
         exit_code: the status returned for the project's own errors.
 
     Returns:
-        0 after success, ``exit_code`` after one of our errors; other exceptions propagate.
+        0 after success, ``exit_code`` after one of our errors, 128 + the signal's number after
+        a training stopped by a signal (:class:`~mrdetr.engine.train_loop.TrainingStopped`,
+        printed as one ``stopped:`` line); other exceptions propagate.
     """
+    from ..engine.train_loop import TrainingStopped
+
     try:
         func()
+    except TrainingStopped as stop:  # not an error: a checkpoint was written, --resume goes on
+        print(f"stopped: {stop}", file=sys.stderr)
+        return stop.exit_code
     except Exception as exc:
         hint = user_error_hint(exc)
         if hint is None or traceback or debug_requested():

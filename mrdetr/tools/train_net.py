@@ -9,7 +9,8 @@ The flags are those of :func:`mrdetr.engine.default_argument_parser`; all traini
 project's own errors (config, data, checkpoint, divergence, a full disk) are printed as one
 ``error:`` line plus a ``hint:`` line, with exit status 2 (:func:`mrdetr.tools._cli.run_reporting_errors`);
 ``--traceback`` or ``MRDETR_DEBUG=1`` shows their full traceback. Any other exception keeps its
-traceback.
+traceback. A training stopped by a signal (``train.stop_signals``) prints one ``stopped:`` line
+and exits with 128 + the signal's number.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns:
         0 when every process finished, 2 after one of the project's own errors (printed as an
-        ``error:`` and a ``hint:`` line).
+        ``error:`` and a ``hint:`` line), 128 + the signal's number after a training stopped by
+        SIGTERM or Ctrl-C with a checkpoint (``train.stop_signals``; one ``stopped:`` line).
     """
     args = default_argument_parser().parse_args(argv)
     return run_reporting_errors(
