@@ -130,6 +130,43 @@ def test_a_handler_installed_by_a_launcher_is_left_to_it(tmp_path) -> None:
     assert (tmp_path / "model_final.pth").exists() and not (tmp_path / "model_0000004.pth").exists()
 
 
+class SignalAtBatch(ToyLoader):
+    """The toy stream, sending SIGTERM to this process as it hands out batch ``at``."""
+
+    def __init__(self, *, at: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.at = at
+
+    def __iter__(self):
+        for index, batch in enumerate(super().__iter__(), start=self.start_iter):
+            if index == self.at:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield batch
+
+
+def test_the_stopped_iteration_keeps_its_due_evaluation(tmp_path) -> None:
+    config_file = tmp_path / "toy_config.py"
+    config_file.write_text(
+        CONFIG_TEXT
+        + "from test_stop_signal import SignalAtBatch\n"
+        + 'dataloader["train"] = L(SignalAtBatch)(batch_size=4, seed=0, at=3)\n'
+    )
+    cfg = LazyConfig.load(str(config_file))
+    out = tmp_path / "run"
+    cfg.train.output_dir = str(out)
+    cfg.train.max_iter = 10
+    cfg.train.eval_period = 2  # evaluations after iterations 1, 3, 5, ...
+    cfg.train.checkpointer.period = 0
+    args = type("Args", (), {"resume": False})()
+    with pytest.raises(TrainingStopped) as info:
+        do_train(cfg, args)
+    assert info.value.iteration == 3
+    records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    assert [r["iteration"] for r in records if "toy/mse" in r] == [1, 3]
+    assert [r["iteration"] for r in records if "total_loss" in r] == [0, 1, 2, 3]
+    assert (out / "last_checkpoint").read_text().strip() == "model_0000003.pth"
+
+
 def test_bad_signal_name_is_a_config_error(tmp_path) -> None:
     config_file = tmp_path / "toy_config.py"
     config_file.write_text(CONFIG_TEXT)
