@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,8 +39,7 @@ dataloader["train"].mapper.augmentation.min_sizes = [64]
 dataloader["train"].mapper.augmentation.max_size = 64
 dataloader["train"].mapper.augmentation.crop_prob = 0.0
 train.max_iter = {MAX_ITER}
-train.checkpointer.period = 1
-train.checkpointer.max_to_keep = 1
+train.checkpointer.period = 0  # only model_final: a resume can only start from the stop checkpoint
 """
 
 
@@ -164,7 +164,8 @@ def test_local_job_preempted_requeues_and_resumes_to_the_same_weights(
     run = tmp_path / "preempted"
     job = submit(_args(config, run))
     deadline = time.monotonic() + WAIT_S
-    while not (run / "last_checkpoint").exists():  # the first checkpoint (iteration 0) is saved
+    metrics = run / "metrics.json"
+    while not (metrics.exists() and metrics.read_text().strip()):  # iteration 0 has finished
         assert not job.done() and time.monotonic() < deadline, job.stderr()
         time.sleep(0.05)
     pids = _task_pids(job)
@@ -183,6 +184,9 @@ def test_local_job_preempted_requeues_and_resumes_to_the_same_weights(
         if "Starting training from iteration" in line
     ]
     assert len(starts) == 2 and starts[0] == 0 and 0 < starts[1] < MAX_ITER, log[-2000:]
+    # the running iteration was checkpointed before the requeue: no finished iteration is redone
+    stops = re.findall(r"Training stopped by SIGUSR2 after iteration (\d+)", log)
+    assert len(stops) == 1 and starts[1] == int(stops[0]) + 1, log[-2000:]
 
     final, again = _weights(tmp_path / "uninterrupted"), _weights(run)
     assert final.keys() == again.keys()

@@ -38,6 +38,9 @@ train = dict(
     # model_{iter}.pth, exit with status 128 + the signal's number; --resume continues exactly.
     # Ctrl-C twice stops at once. [] turns it off (mrdetr.engine.stop_signal)
     stop_signals=["SIGTERM", "SIGINT"],
+    # taken over even when another handler owns them, which then runs after the stop checkpoint
+    # (the SLURM launcher adds submitit's preemption signal, SIGUSR2, here)
+    stop_chained_signals=[],
     # experiment trackers (main process only; pip install 'mrdetr[wandb]' / 'mrdetr[mlflow]'):
     # scalars, the config and the evaluation tables. wandb: any other key goes to wandb.init
     # (entity, tags, mode="offline", ...); dir "" = output_dir.

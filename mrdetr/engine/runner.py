@@ -330,14 +330,21 @@ def do_train(cfg: Any, args: argparse.Namespace) -> Trainer:
     return trainer
 
 
+def _signal_names(cfg: Any, key: str, default: Any) -> list[str]:
+    names = cfg.train.get(key, default)
+    return [names] if isinstance(names, str) else [str(name) for name in names or []]
+
+
 def _stop_on_signal(cfg: Any, periodic: hooks.PeriodicCheckpointer) -> StopOnSignal:
-    names = cfg.train.get("stop_signals", DEFAULT_STOP_SIGNALS)
-    names = [names] if isinstance(names, str) else list(names or [])
+    names = _signal_names(cfg, "stop_signals", DEFAULT_STOP_SIGNALS)
+    chained = _signal_names(cfg, "stop_chained_signals", ())
     try:
-        return StopOnSignal(periodic, names)
+        return StopOnSignal(periodic, names, chained)
     except ValueError as exc:
         raise ConfigValueError(
-            f"train.stop_signals={names}: {exc}", "train.stop_signals", names
+            f"train.stop_signals={names} / train.stop_chained_signals={chained}: {exc}",
+            "train.stop_signals",
+            names,
         ) from None
 
 

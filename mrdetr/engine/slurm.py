@@ -6,10 +6,11 @@
 Each SLURM task (one per GPU) runs :class:`TrainJob`: it maps the job's environment (rank, world
 size, first node as master address, a port derived from the job id) to the variables ``torchrun``
 sets, and :func:`mrdetr.engine.launch` joins the process group from them (``env://``). When SLURM
-signals a preemption or the coming time limit, submitit calls :meth:`TrainJob.checkpoint`, which
-requeues the same training with ``--resume``: it restarts from ``last_checkpoint`` in
-``train.output_dir`` (work since the last periodic checkpoint is redone). A job that SLURM requeues
-by itself (``SLURM_RESTART_COUNT`` > 0) resumes as well.
+signals a preemption or the coming time limit (SIGUSR2), the running iteration finishes and is
+checkpointed (:mod:`mrdetr.engine.stop_signal`), then submitit calls :meth:`TrainJob.checkpoint`,
+which requeues the same training with ``--resume``: it restarts from that checkpoint
+(``last_checkpoint`` in ``train.output_dir``), so no finished iteration is redone. A job that SLURM
+requeues by itself (``SLURM_RESTART_COUNT`` > 0) resumes as well, from the last checkpoint.
 
 ``--local`` runs the job on this machine through submitit's ``LocalExecutor`` (same code path,
 ``--tasks-per-node`` processes) and waits for it; ``--dry-run`` prints the sbatch script only.
@@ -28,6 +29,7 @@ from typing import Any
 
 from mrdetr.engine.defaults import default_argument_parser, dist_backend_for
 from mrdetr.engine.launch import launch
+from mrdetr.engine.train_loop import TrainingStopped
 
 __all__ = ["TrainJob", "build_executor", "main", "process_group_env", "slurm_argument_parser"]
 
@@ -156,17 +158,25 @@ class TrainJob:
         os.environ.update(process_group_env(job_env, self.args.master_port))
         args = _with_resume(self.args) if requeued_by_slurm() else self.args
         logger.info("%s (resume=%s)", job_env, args.resume)
+        # submitit's preemption signal: checkpoint the running iteration, then let submitit
+        # requeue (its handler exits task 0; the other tasks return here)
+        chain = f'+train.stop_chained_signals=["SIG{submitit.JobEnvironment.USR_SIG}"]'
+        run_args = copy.copy(args)
+        run_args.opts = [*(args.opts or []), chain]
         results: list[Any] = []
-        launch(
-            lambda run_args: results.append(train_main(run_args)),
-            1,  # ignored: launch joins the process group from the variables just set
-            args=(args,),
-            backend=(
-                dist_backend_for(args.config_file, args.opts)
-                if args.dist_backend == "auto"
-                else args.dist_backend
-            ),
-        )
+        try:
+            launch(
+                lambda a: results.append(train_main(a)),
+                1,  # ignored: launch joins the process group from the variables just set
+                args=(run_args,),
+                backend=(
+                    dist_backend_for(args.config_file, args.opts)
+                    if args.dist_backend == "auto"
+                    else args.dist_backend
+                ),
+            )
+        except TrainingStopped as stop:  # a task other than 0: the requeued job continues
+            logger.info("%s", stop)
         return results[0] if results else None
 
     def checkpoint(self) -> Any:

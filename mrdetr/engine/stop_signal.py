@@ -10,10 +10,12 @@ finished iteration is lost. A second SIGINT (Ctrl-C twice) stops at once without
 further SIGTERMs are ignored while the checkpoint is written.
 
 The hook takes over a signal only while its handler is the default one (none, or Python's Ctrl-C
-handler): a launcher that handles the signal itself keeps it (submitit ignores SIGTERM and
-checkpoints on its own signal, SIGUSR2). With several processes the ranks agree after every
-iteration (one small all-gather), so all of them stop after the same iteration even when only
-one rank got the signal.
+handler): a launcher that handles the signal itself keeps it (submitit ignores SIGTERM). A
+*chained* signal is taken over even so, and its own handler runs after the stop checkpoint is
+written: the SLURM launcher chains submitit's preemption signal (SIGUSR2), whose handler requeues
+the job, so a preempted job resumes from the iteration it was in rather than from the last periodic
+checkpoint. With several processes the ranks agree after every iteration (one small all-gather),
+so all of them stop after the same iteration even when only one rank got the signal.
 """
 
 from __future__ import annotations
@@ -74,17 +76,24 @@ class StopOnSignal(HookBase):
     Args:
         checkpointer: the run's periodic checkpointer; its :meth:`PeriodicCheckpointer.save_now`
             writes the stop checkpoint (the same file names, pruning and atomic writes).
-        signals: signal names, e.g. ``("SIGTERM", "SIGINT")``; empty: the hook does nothing.
+        signals: signal names, e.g. ``("SIGTERM", "SIGINT")``, taken over while nobody handles
+            them; empty (and no ``chained``): the hook does nothing.
+        chained: signal names taken over whatever their handler; after the stop checkpoint the
+            handler found for that signal runs (then, if it returns, the stop).
 
     Raises:
         ValueError: a name that is not a signal of this platform.
     """
 
     def __init__(
-        self, checkpointer: PeriodicCheckpointer, signals: Sequence[str] = DEFAULT_STOP_SIGNALS
+        self,
+        checkpointer: PeriodicCheckpointer,
+        signals: Sequence[str] = DEFAULT_STOP_SIGNALS,
+        chained: Sequence[str] = (),
     ) -> None:
         self.periodic = checkpointer
-        self.signals = [_signal_number(name) for name in signals]
+        self.chained = [_signal_number(name) for name in chained]
+        self.signals = [_signal_number(name) for name in signals if name not in chained]
         self._previous: dict[int, Any] = {}
         self._previous_sigchld: Any = None
         self.requested: int | None = None
@@ -100,6 +109,8 @@ class StopOnSignal(HookBase):
                 self._previous[signum] = signal.signal(signum, self._handle)
             else:
                 logger.info("%s already has a handler: left to it.", signal.Signals(signum).name)
+        for signum in self.chained:
+            self._previous[signum] = signal.signal(signum, self._handle)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
@@ -126,7 +137,7 @@ class StopOnSignal(HookBase):
 
     # ---------------------------------------------------------------- hook
     def after_step(self) -> None:
-        if not self.signals:
+        if not self.signals and not self.chained:
             return
         requested = self.requested
         if comm.get_world_size() > 1:
@@ -138,9 +149,15 @@ class StopOnSignal(HookBase):
         checkpoint = self.periodic.save_now()
         comm.synchronize()  # no rank leaves (and ends the launch) before the file is written
         save_dir = self.periodic.checkpointer.save_dir
-        raise TrainingStopped(
+        stop = TrainingStopped(
             requested, trainer.iter, os.path.join(save_dir, checkpoint) if save_dir else checkpoint
         )
+        chained = self._previous.get(requested) if requested in self.chained else None
+        if callable(chained):
+            logger.info("%s Now the %s handler found before training runs.", stop, stop.name)
+            self._restore()
+            chained(requested, None)  # e.g. submitit's: requeue the job, then exit
+        raise stop
 
     def after_train(self) -> None:
         self._restore()

@@ -53,7 +53,7 @@ class TrainingStopped(Exception):
         self.signum = signum
         self.iteration = iteration
         self.checkpoint = checkpoint
-        name = signal.Signals(signum).name
+        self.name = name = signal.Signals(signum).name
         if iteration is None:
             where = "in every worker process, after the checkpoint of the last finished iteration"
             where += " (named in log.txt)"
