@@ -41,7 +41,14 @@ class _SendSignal(HookBase):
                 os.kill(os.getpid(), signum)
 
 
-def _run(save_dir: str, *, resume: bool, send_at: int | None = None, signals=(signal.SIGTERM,)):
+def _run(
+    save_dir: str,
+    *,
+    resume: bool,
+    send_at: int | None = None,
+    signals=(signal.SIGTERM,),
+    chained=(),
+):
     torch.manual_seed(0 if not resume else 99)  # a resume must overwrite every weight
     model = ToyDetector(dropout=0.3)
     optimizer = torch.optim.AdamW(get_param_groups(model, base_lr=1e-2, weight_decay=1e-4))
@@ -58,7 +65,7 @@ def _run(save_dir: str, *, resume: bool, send_at: int | None = None, signals=(si
         [
             LRScheduler(scheduler),
             periodic,
-            StopOnSignal(periodic),
+            StopOnSignal(periodic, chained=chained),
             _SendSignal(send_at, signals),
         ]
     )
@@ -165,6 +172,28 @@ def test_the_stopped_iteration_keeps_its_due_evaluation(tmp_path) -> None:
     assert [r["iteration"] for r in records if "toy/mse" in r] == [1, 3]
     assert [r["iteration"] for r in records if "total_loss" in r] == [0, 1, 2, 3]
     assert (out / "last_checkpoint").read_text().strip() == "model_0000003.pth"
+
+
+def test_a_chained_signal_runs_its_own_handler_after_the_checkpoint(tmp_path) -> None:
+    seen: list[tuple[int, bool]] = []  # (signal, stop checkpoint already written)
+
+    def launcher_handler(signum, frame) -> None:  # e.g. submitit's: requeue the job
+        seen.append((signum, (tmp_path / "model_0000004.pth").exists()))
+
+    previous = signal.signal(signal.SIGUSR1, launcher_handler)
+    try:
+        with pytest.raises(TrainingStopped) as info:
+            _run(
+                str(tmp_path),
+                resume=False,
+                send_at=4,
+                signals=(signal.SIGUSR1,),
+                chained=("SIGUSR1",),
+            )
+        assert signal.getsignal(signal.SIGUSR1) is launcher_handler  # given back
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert seen == [(signal.SIGUSR1, True)] and info.value.iteration == 4
 
 
 def test_bad_signal_name_is_a_config_error(tmp_path) -> None:
