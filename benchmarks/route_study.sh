@@ -3,6 +3,9 @@
 # each, with the route diagnostics of every kept checkpoint. Run it again to continue an interrupted
 # study: a part whose results file already holds every run is skipped (--skip-if-complete), finished
 # runs found in output/ are kept and partial runs resume from their last checkpoint (--reuse).
+# To stop it without losing a finished iteration:
+#   pkill -f benchmarks/route_study.sh; pkill -TERM -f projects/train_net.py
+# (each training finishes its iteration and checkpoints it: train.stop_signals).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 A=(python benchmarks/ablation_routes.py --jobs 2 --threads 1 --reuse --skip-if-complete
