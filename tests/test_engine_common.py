@@ -7,6 +7,8 @@ already-weighted losses; in eval it returns one dict per image.
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -104,6 +106,24 @@ class ToyEvaluator(DatasetEvaluator):
 
     def evaluate(self) -> dict:
         return {"toy": {"mse": sum(self._errors) / max(len(self._errors), 1)}}
+
+
+_TORCHRUN_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def toy_subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment of a ``train_net.py`` subprocess on a toy config: the tests folder importable
+    (the configs import this module), no torchrun variables inherited, plus ``extra``."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH", "")]
+        ),
+        **extra,
+    }
+    for key in _TORCHRUN_VARS:
+        env.pop(key, None)
+    return env
 
 
 # ---------------------------------------------------------------------- checks of the toys

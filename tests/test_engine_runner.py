@@ -12,14 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
-from test_engine_common import ToyDetector, ToyEvaluator, toy_test_set
+from test_engine_common import ToyDetector, ToyEvaluator, toy_subprocess_env, toy_test_set
 
 from mrdetr.config import LazyConfig
 from mrdetr.engine import default_argument_parser
 from mrdetr.engine.runner import build_model, build_optimizer, do_train, main, prepare_config
 
 REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 
 CONFIG_TEXT = f"""
 from mrdetr.config import LazyCall as L, LazyConfig
@@ -150,12 +149,7 @@ def test_train_resume_and_eval_only(config_file, tmp_path) -> None:
 @pytest.mark.slow  # ~20 s: three Python processes start
 def test_cli_two_cpu_processes(config_file, tmp_path) -> None:
     out = tmp_path / "ddp_run"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-    }
-    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
+    env = toy_subprocess_env()
     proc = subprocess.run(
         [
             sys.executable,

@@ -4,7 +4,6 @@ process group from torchrun's variables (env://)."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -12,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_engine_common import toy_subprocess_env
 from test_engine_runner import CONFIG_TEXT
 
 from mrdetr.engine.launch import _launched_by_torchrun
 
 REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 NODES = 2
 _TORCHRUN = Path(sys.executable).with_name("torchrun")
 
@@ -48,13 +47,7 @@ def test_torchrun_two_nodes_on_localhost_train_as_one_job(tmp_path) -> None:
     config = tmp_path / "toy_config.py"
     config.write_text(CONFIG_TEXT)
     out = tmp_path / "run"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-        "OMP_NUM_THREADS": "1",
-    }
-    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
+    env = toy_subprocess_env(OMP_NUM_THREADS="1")
     port = _free_port()
     args = ["--config-file", str(config), f"train.output_dir={out}", "train.max_iter=2"]
     args += ["train.eval_period=0"]

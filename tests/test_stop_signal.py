@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_engine_common import ToyDetector, ToyLoader
+from test_engine_common import ToyDetector, ToyLoader, toy_subprocess_env
 from test_engine_runner import CONFIG_TEXT
 
 from mrdetr.checkpoint.checkpointer import Checkpointer
@@ -24,7 +24,6 @@ from mrdetr.engine.train_loop import TrainingStopped
 from mrdetr.solver import LRMultiplier, get_param_groups, step_decay_multiplier
 
 REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 MAX_ITER, PERIOD = 8, 3  # periodic checkpoints after iterations 2 and 5
 
 
@@ -222,10 +221,7 @@ def test_train_net_stops_on_sigterm_with_status_143_and_resumes(tmp_path) -> Non
     config_file = tmp_path / "toy_config.py"
     config_file.write_text(CONFIG_TEXT)
     out = tmp_path / "run"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = toy_subprocess_env()
     command = [
         sys.executable,
         str(REPO / "projects" / "train_net.py"),
@@ -272,12 +268,7 @@ def test_two_process_run_stops_on_ctrl_c_to_the_launcher(tmp_path) -> None:
     config_file = tmp_path / "toy_config.py"
     config_file.write_text(CONFIG_TEXT)
     out = tmp_path / "ddp_run"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-    }
-    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
+    env = toy_subprocess_env()
     proc = subprocess.Popen(
         [
             sys.executable,
