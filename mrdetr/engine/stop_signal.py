@@ -107,6 +107,8 @@ class StopOnSignal(HookBase):
         for signum in self.signals:
             if has_default_handler(signum):
                 self._previous[signum] = signal.signal(signum, self._handle)
+            elif signal.getsignal(signum) == signal.SIG_IGN:
+                logger.info("%s is ignored by this process: left so.", signal.Signals(signum).name)
             else:
                 logger.info("%s already has a handler: left to it.", signal.Signals(signum).name)
         for signum in self.chained:
