@@ -146,8 +146,7 @@ class PeriodicCheckpointer(HookBase):
             The checkpoint's file name.
         """
         iteration = self.trainer.iter
-        final = self.max_iter is not None and iteration >= self.max_iter - 1
-        name = f"{self.file_prefix}_{'final' if final else f'{iteration:07d}'}"
+        name = self._final_name if self._is_last(iteration) else self._periodic_name(iteration)
         if self._saved_iter != iteration:
             self._save(name, iteration)
             self._prune()
@@ -156,10 +155,20 @@ class PeriodicCheckpointer(HookBase):
     def after_step(self) -> None:
         iteration = self.trainer.iter
         if self.period > 0 and (iteration + 1) % self.period == 0:
-            self._save(f"{self.file_prefix}_{iteration:07d}", iteration)
+            self._save(self._periodic_name(iteration), iteration)
             self._prune()
-        if self.max_iter is not None and iteration >= self.max_iter - 1:
-            self._save(f"{self.file_prefix}_final", iteration)
+        if self._is_last(iteration):
+            self._save(self._final_name, iteration)
+
+    def _periodic_name(self, iteration: int) -> str:
+        return f"{self.file_prefix}_{iteration:07d}"
+
+    @property
+    def _final_name(self) -> str:
+        return f"{self.file_prefix}_final"
+
+    def _is_last(self, iteration: int) -> bool:
+        return self.max_iter is not None and iteration >= self.max_iter - 1
 
     def _prune(self) -> None:
         save_dir = self.checkpointer.save_dir
