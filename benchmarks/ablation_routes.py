@@ -173,14 +173,21 @@ def main(argv=None) -> None:
         help="do nothing when --json already holds every (seed, setting) run of this study part "
         "(with diagnostics when --diagnose): results survive where the run folders do not",
     )
+    parser.add_argument(
+        "--check-complete",
+        action="store_true",
+        help="train nothing: exit 0 when --json holds every run asked for, else 1",
+    )
     parser.add_argument("--report", metavar="JSON", help="only regenerate tables/plot from JSON")
     args = parser.parse_args(argv)
     if args.report:
         write_outputs(json.loads(Path(args.report).read_text()), Path(args.report).with_suffix(""))
         return
     out_dir = Path(args.output or REPO / "output" / "route_study" / args.tag)
-    out_dir.mkdir(parents=True, exist_ok=True)
     json_path = Path(args.json) if args.json else out_dir / f"{args.tag}.json"
+    if args.check_complete:
+        raise SystemExit(0 if _complete(json_path, args) else 1)
+    out_dir.mkdir(parents=True, exist_ok=True)
     if args.skip_if_complete and _complete(json_path, args):
         print(f"{json_path}: every run of '{args.tag}' is there, nothing to do", flush=True)
         return

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The route study of docs/route_study.md, parts a to k (the short digging runs f, g, i and j before the long e, then k and h), two runs at a time on one thread
-# each, with the route diagnostics of every kept checkpoint. Run it again to continue an interrupted
+# The route study of docs/route_study.md, parts a to k (the short digging runs f, g, i, j, k and h
+# before the long e), two runs at a time on one thread each, with the route diagnostics of every kept checkpoint. Run it again to continue an interrupted
 # study: a part whose results file already holds every run is skipped (--skip-if-complete), finished
 # runs found in output/ are kept and partial runs resume from their last checkpoint (--reuse).
 # To stop it without losing a finished iteration:
@@ -20,11 +20,19 @@ R=benchmarks/results/route_study
 # d: both settings from the backbone, neck and encoder of part a's finished primary-only run (seed 1),
 # backbone LR x 0.1 (the stand-in for the paper's ImageNet start)
 W=output/route_study/warm_start_a_primary_seed1.pth
-[ -f "$W" ] || python benchmarks/warm_start_weights.py \
-  output/route_study/a_700it/primary_only_seed1/model_final.pth "$W"
-"${A[@]}" --tag d_warm --iters 700 --seeds 1 2 "${P[@]}" --json "$R/d_warm.json" \
-  --opts train.init_checkpoint="$W" \
-  'optimizer.params.rules=[{"pattern":"backbone","lr_factor":0.1},{"pattern":["reference_points","sampling_offsets"],"lr_factor":0.1}]'
+warm_start() {
+  # the run folders do not survive a new machine: part a's seed-1 primary-only run is trained again
+  # when its checkpoint is missing (same config and seed; its results go to output/, not to a_700it.json)
+  [ -f "$W" ] && return
+  "${A[@]}" --tag a_700it --iters 700 --seeds 1 --settings "primary only" \
+    --json output/route_study/a_700it_primary_seed1_again.json
+  python benchmarks/warm_start_weights.py \
+    output/route_study/a_700it/primary_only_seed1/model_final.pth "$W"
+}
+D=(--tag d_warm --iters 700 --seeds 1 2 "${P[@]}" --json "$R/d_warm.json"
+   --opts train.init_checkpoint="$W"
+   'optimizer.params.rules=[{"pattern":"backbone","lr_factor":0.1},{"pattern":["reference_points","sampling_offsets"],"lr_factor":0.1}]')
+"${A[@]}" --check-complete "${D[@]}" || { warm_start; "${A[@]}" "${D[@]}"; }
 # f (digging): each auxiliary route alone with the primary one, quick-start schedule, seed 1
 "${A[@]}" --tag f_single_aux --iters 700 --seeds 1 --settings "+ INSTRUCT" "+ SEP_FFN" \
   --json "$R/f_single_aux.json"
@@ -51,21 +59,24 @@ wait
 "${A[@]}" --tag j_primary_1400it --iters 1400 --seeds 2 --settings "primary only" \
   --json "$R/j_primary_1400it.json" &
 wait
-# e: the official decoder width and depth (d = 256, 6 + 6 layers, 8 heads, FFN 2048), small backbone
+# k (digging, after i and j drew level at 1,400 iterations): max_k 2 for 1.5x that schedule, against
+# primary only at the same schedule, seed 1; the two single runs train at the same time
+"${A[@]}" --tag k_maxk2_2100it --iters 2100 --seeds 1 --settings "all three routes" \
+  --json "$R/k_maxk2_2100it.json" --eval-every 350 --opts model.criterion.one_to_many_matcher.max_k=2 &
+( "${A[@]}" --tag k_primary_2100it --iters 2100 --seeds 1 --settings "primary only" \
+  --json "$R/k_primary_2100it.json" --eval-every 350 && warm_start ) &
+wait
+# h (digging): a longer run from the shared warm start of part d (3x the schedule), seed 1
+warm_start
+"${A[@]}" --tag h_warm_2100it --iters 2100 --seeds 1 "${P[@]}" --json "$R/h_warm_2100it.json" \
+  --eval-every 350 --opts train.init_checkpoint="$W" \
+  'optimizer.params.rules=[{"pattern":"backbone","lr_factor":0.1},{"pattern":["reference_points","sampling_offsets"],"lr_factor":0.1}]'
+# e: the official decoder width and depth (d = 256, 6 + 6 layers, 8 heads, FFN 2048), small backbone;
+# last: about 4 h for the pair on one thread each, more than a session's machine time, and its run
+# folders do not survive a new machine (benchmarks/route_study_gpu.sh runs it on a GPU)
 "${A[@]}" --tag e_d256 --iters 700 --seeds 1 "${P[@]}" --json "$R/e_d256.json" \
   --opts model.embed_dim=256 model.position_embedding.num_pos_feats=128 \
   model.transformer.query_pos_feats=128 model.neck.num_groups=32 \
   model.transformer.encoder.num_layers=6 model.transformer.decoder.num_layers=6 \
   model.transformer.encoder.num_heads=8 model.transformer.decoder.num_heads=8 \
   model.transformer.encoder.ffn_dim=2048 model.transformer.decoder.ffn_dim=2048
-# k (digging, after i and j drew level at 1,400 iterations): max_k 2 for 1.5x that schedule, against
-# primary only at the same schedule, seed 1; the two single runs train at the same time
-"${A[@]}" --tag k_maxk2_2100it --iters 2100 --seeds 1 --settings "all three routes" \
-  --json "$R/k_maxk2_2100it.json" --eval-every 350 --opts model.criterion.one_to_many_matcher.max_k=2 &
-"${A[@]}" --tag k_primary_2100it --iters 2100 --seeds 1 --settings "primary only" \
-  --json "$R/k_primary_2100it.json" --eval-every 350 &
-wait
-# h (digging): a longer run from the shared warm start of part d (3x the schedule), seed 1
-"${A[@]}" --tag h_warm_2100it --iters 2100 --seeds 1 "${P[@]}" --json "$R/h_warm_2100it.json" \
-  --eval-every 350 --opts train.init_checkpoint="$W" \
-  'optimizer.params.rules=[{"pattern":"backbone","lr_factor":0.1},{"pattern":["reference_points","sampling_offsets"],"lr_factor":0.1}]'
