@@ -79,7 +79,8 @@ def tables(study: dict) -> str:
         f"Command: `{study.get('command', '')}`; overrides: `{' '.join(study.get('opts', [])) or '-'}`;"
         f" machine: {mach.get('cpu', '?')}, ISA {', '.join(mach.get('isa', [])) or '-'}.",
         "",
-        "Final evaluation (mean ± sd over seeds; per-seed values in brackets):",
+        "Final evaluation (mean ± sd over seeds; per-seed values in brackets; a run stopped"
+        " part-way shows its last evaluation and says so):",
         "",
         "| setting | seeds | s / iter | " + " | ".join(labels) + " |",
         "| --- | --- | --- | " + " | ".join("---" for _ in labels) + " |",
@@ -92,6 +93,9 @@ def tables(study: dict) -> str:
             finals = [s[max(s)] for s in metrics.get(label, []) if s]
             per_seed = ", ".join(f"{v:.1f}" for v in finals)
             cells.append(f"{mean_sd(finals)} [{per_seed}]" if finals else "-")
+        stopped = [r["curve"][-1][0] for r in runs if not r.get("complete", True)]
+        if stopped:  # a run stopped part-way: its last evaluation, not the final one
+            name = f"{name} (stopped part-way: last evaluation at {max(stopped)})"
         lines.append(f"| {name} | {len(runs)} | {sec:.2f} | " + " | ".join(cells) + " |")
     lines += ["", "Per evaluation (mean over seeds):", ""]
     for label in labels:

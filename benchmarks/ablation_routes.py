@@ -80,10 +80,12 @@ def run_setting(config: Path, routes: list[str], seed: int, args, out: Path) -> 
             cmd + overrides, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env
         )
     if proc.returncode in STOPPED_BY_SIGNAL:
-        raise SystemExit(
+        print(
             f"{out}: training stopped by a signal after a checkpoint; run the same command "
-            "with --reuse to continue it."
+            "with --reuse to continue it.",
+            flush=True,
         )
+        return read_run(out, args.iters, partial=True)
     if proc.returncode != 0:
         tail = (out / "train_stdout.txt").read_text()[-3000:]
         raise RuntimeError(f"{config.name} {routes} seed {seed}: training failed:\n{tail}")
@@ -93,8 +95,13 @@ def run_setting(config: Path, routes: list[str], seed: int, args, out: Path) -> 
     return run
 
 
-def read_run(run_dir: Path, iters: int) -> dict | None:
-    """A finished run's curve and speed from its ``metrics.json``, or None if it did not finish."""
+def read_run(run_dir: Path, iters: int, partial: bool = False) -> dict | None:
+    """A finished run's curve and speed from its ``metrics.json``, or None if it did not finish.
+
+    With ``partial``, an unfinished run's evaluations so far (``"complete": False``; None if it has
+    none yet): a study stopped part-way keeps what its runs measured, since the run folders do not
+    outlive the machine they ran on.
+    """
     metrics = run_dir / "metrics.json"
     if not metrics.is_file():
         return None
@@ -106,9 +113,11 @@ def read_run(run_dir: Path, iters: int) -> dict | None:
         if "time" in m:
             times.append(m["time"])
     points = [curve[k] for k in sorted(curve)]
-    if not points or points[-1][0] < iters - 1:
+    complete = bool(points) and points[-1][0] >= iters - 1
+    if not points or not (complete or partial):
         return None
-    return {"curve": points, "sec_per_iter": statistics.median(times) if times else float("nan")}
+    sec = statistics.median(times) if times else float("nan")
+    return {"curve": points, "sec_per_iter": sec, "complete": complete}
 
 
 def diagnose_run(run_dir: Path, config: Path, routes: list[str], args) -> dict[str, dict]:
@@ -205,45 +214,64 @@ def main(argv=None) -> None:
     }
     # seeds outside, settings inside: an interrupted study still has complete seeds to compare
     todo = [(seed, name) for seed in args.seeds for name in args.settings]
+    recorded = _recorded_runs(json_path, args) if args.reuse else {}
 
     def one(item):
         seed, name = item
         config, routes = SETTINGS[name]
         run_dir = out_dir / run_tag(name, seed)
         run = read_run(run_dir, args.iters) if args.reuse else None
+        if run is None and (seed, name) in recorded and not run_dir.is_dir():
+            # finished on another machine: its folder is gone, the results file keeps it
+            print(f"{name} seed {seed}: finished, taken from {json_path}", flush=True)
+            return recorded[(seed, name)]
         start = time.time()
         if run is None:
             run = run_setting(config, routes, seed, args, run_dir)
+        if run is None:  # stopped before its first evaluation
+            return None
         run.update(setting=name, seed=seed, routes=routes, dir=str(run_dir))
-        if args.diagnose:
+        if args.diagnose and run["complete"]:
             run["diagnostics"] = diagnose_run(run_dir, config, routes, args)
         final = run["curve"][-1]
+        state = "" if run["complete"] else f" (stopped; last evaluation at {final[0]})"
         print(f"{name:24s} seed {seed}: AP {final[1]:.1f} AP50 {final[2]:.1f} "
-              f"{run['sec_per_iter']:.2f} s/iter ({time.time() - start:.0f} s)", flush=True)  # fmt: skip
+              f"{run['sec_per_iter']:.2f} s/iter ({time.time() - start:.0f} s){state}", flush=True)  # fmt: skip
         return run
 
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         for run in pool.map(one, todo):
+            if run is None:
+                continue
             study["runs"].append(run)
             json_path.parent.mkdir(parents=True, exist_ok=True)
             json_path.write_text(json.dumps(study, indent=1))
             write_outputs(study, json_path.with_suffix(""))
+    if not all(r.get("complete", True) for r in study["runs"]) or len(study["runs"]) < len(todo):
+        raise SystemExit(f"{json_path}: stopped part-way; run the same command with --reuse")
+
+
+def _recorded_runs(json_path: Path, args) -> dict[tuple[int, str], dict]:
+    """The finished runs (with diagnostics when --diagnose) that ``json_path`` holds for this
+    study part's iterations and overrides, by (seed, setting)."""
+    if not json_path.is_file():
+        return {}
+    study = json.loads(json_path.read_text())
+    if study.get("iters") != args.iters or study.get("opts") != args.opts:
+        return {}
+    return {
+        (r["seed"], r["setting"]): r
+        for r in study.get("runs", [])
+        if r["curve"]
+        and r.get("complete", True)
+        and r["curve"][-1][0] >= args.iters - 1
+        and (not args.diagnose or r.get("diagnostics"))
+    }
 
 
 def _complete(json_path: Path, args) -> bool:
     """Whether ``json_path`` holds a finished run of every (seed, setting) asked for."""
-    if not json_path.is_file():
-        return False
-    study = json.loads(json_path.read_text())
-    if study.get("iters") != args.iters or study.get("opts") != args.opts:
-        return False
-    done = {
-        (r["seed"], r["setting"])
-        for r in study.get("runs", [])
-        if r["curve"]
-        and r["curve"][-1][0] >= args.iters - 1
-        and (not args.diagnose or r.get("diagnostics"))
-    }
+    done = _recorded_runs(json_path, args)
     return all((seed, name) in done for seed in args.seeds for name in args.settings)
 
 

@@ -126,3 +126,56 @@ def test_warm_start_weights_keeps_only_the_named_parts(tmp_path):
     assert (
         warm_start_weights.main([str(tmp_path / "full.pth"), str(out), "--prefixes", "nope."]) == 2
     )
+
+
+def test_a_stopped_study_keeps_its_evaluations_and_a_new_machine_reuses_finished_runs(
+    tmp_path, monkeypatch
+):
+    """A run stopped by a signal (train_net's 143) leaves its evaluations so far in the JSON, marked
+    incomplete; on a machine without the run folders, ``--reuse`` takes the finished runs from the
+    JSON and trains only the rest. The trainer is replaced by a writer of ``metrics.json``."""
+    import pytest
+
+    trained, stop = [], {"all three routes"}
+
+    def fake_train(cmd, **kwargs):
+        out = Path(next(a.split("=", 1)[1] for a in cmd if a.startswith("train.output_dir=")))
+        setting = "primary only" if 'model.train_routes=["primary"]' in cmd else "all three routes"
+        trained.append(setting)
+        evaluations = [1] if setting in stop else [1, 3]
+        lines = [json.dumps({"iteration": i, "bbox/AP": 10.0 * i, "bbox/AP50": 20.0 * i})
+                 for i in evaluations] + [json.dumps({"iteration": 0, "time": 0.5})]  # fmt: skip
+        (out / "metrics.json").write_text("\n".join(lines) + "\n")
+        return subprocess.CompletedProcess(cmd, 143 if setting in stop else 0)
+
+    monkeypatch.setattr(ablation_routes.subprocess, "run", fake_train)
+    out = tmp_path / "study"
+    args = ["--iters", "4", "--eval-every", "2", "--output", str(out), "--tag", "t",
+            "--settings", "primary only", "all three routes"]  # fmt: skip
+    with pytest.raises(SystemExit, match="stopped part-way"):
+        ablation_routes.main(args)
+    study = json.loads((out / "t.json").read_text())
+    runs = {r["setting"]: r for r in study["runs"]}
+    assert runs["primary only"]["complete"] and runs["primary only"]["curve"][-1][0] == 3
+    assert not runs["all three routes"]["complete"]
+    assert runs["all three routes"]["curve"] == [[1, 10.0, 20.0]]
+    assert "all three routes (stopped part-way: last evaluation at 1)" in (out / "t.md").read_text()
+    with pytest.raises(SystemExit) as check:
+        ablation_routes.main(args + ["--check-complete"])
+    assert check.value.code == 1
+
+    # a new machine: no run folders; the finished run comes from the JSON, the stopped one trains
+    import shutil
+
+    for run in study["runs"]:
+        shutil.rmtree(run["dir"])
+    trained.clear()
+    stop.clear()
+    ablation_routes.main(args + ["--reuse"])
+    assert trained == ["all three routes"]
+    again = json.loads((out / "t.json").read_text())
+    assert [r["complete"] for r in again["runs"]] == [True, True]
+    assert again["runs"][0] == runs["primary only"]
+    with pytest.raises(SystemExit) as check:
+        ablation_routes.main(args + ["--check-complete"])
+    assert check.value.code == 0

@@ -42,7 +42,7 @@ def _finals(files: list[str], setting: str) -> list[dict[str, float]]:
     finals = []
     for name in files:
         for run in json.loads((RESULTS / f"{name}.json").read_text())["runs"]:
-            if run["setting"] == setting:
+            if run["setting"] == setting and run.get("complete", True):
                 finals.append({k: v[max(v)] for k, v in run_metrics(run).items()})
     return finals
 
