@@ -77,7 +77,9 @@ def tables(study: dict) -> str:
         f"## Route study `{study['tag']}`: {study['iters']} iterations, seeds {study['seeds']}",
         "",
         f"Command: `{study.get('command', '')}`; overrides: `{' '.join(study.get('opts', [])) or '-'}`;"
-        f" machine: {mach.get('cpu', '?')}, ISA {', '.join(mach.get('isa', [])) or '-'}.",
+        f" machine: {mach.get('cpu', '?')}, ISA {', '.join(mach.get('isa', [])) or '-'}"
+        + (f"; runs on {mach['gpu']}" if mach.get("gpu") else "")
+        + ".",
         "",
         "Final evaluation (mean ± sd over seeds; per-seed values in brackets; a run stopped"
         " part-way shows its last evaluation and says so):",

@@ -66,6 +66,7 @@ def run_setting(config: Path, routes: list[str], seed: int, args, out: Path) -> 
         f"dataloader.train.seed={seed}",
         f"train.output_dir={out}",
         "train.eval_at_start=False",
+        *_device_opts(args),
         *args.opts,
     ]
     cmd = [sys.executable, str(REPO / "projects/train_net.py"), "--config-file", str(config)]
@@ -140,7 +141,7 @@ def diagnose_run(run_dir: Path, config: Path, routes: list[str], args) -> dict[s
                 "--json", str(cached), "--nms", str(args.nms), "--quiet",
                 # the study's overrides first: this checkpoint and these routes must win over
                 # a train.init_checkpoint in them (a warm start)
-                "--opts", *args.opts,
+                "--opts", *_device_opts(args), *args.opts,
                 f"train.init_checkpoint={ckpt}", f"model.train_routes={json.dumps(routes)}",
             ]  # fmt: skip
             env = dict(os.environ)
@@ -153,10 +154,20 @@ def diagnose_run(run_dir: Path, config: Path, routes: list[str], args) -> dict[s
     return reports
 
 
-def machine() -> dict:
-    """CPU model and matrix-unit flags of this machine (``machine.cpu_info``), for the record."""
+def _device_opts(args) -> list[str]:
+    return [f"train.device={args.device}"] if getattr(args, "device", "") else []
+
+
+def machine(device: str = "") -> dict:
+    """CPU model and matrix-unit flags of this machine (``machine.cpu_info``), and the GPU the runs
+    used when ``device`` is a CUDA device, for the record."""
     cpu, isa = cpu_info()
-    return {"cpu": cpu, "isa": isa, "cores": os.cpu_count(), "host": platform.node()}
+    info = {"cpu": cpu, "isa": isa, "cores": os.cpu_count(), "host": platform.node()}
+    if device.startswith("cuda"):
+        import torch
+
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
 
 
 def main(argv=None) -> None:
@@ -171,6 +182,12 @@ def main(argv=None) -> None:
     parser.add_argument("--opts", nargs="*", default=[], help="config overrides for every run")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
     parser.add_argument("--threads", type=int, default=0, help="threads per run (0: torch default)")
+    parser.add_argument(
+        "--device",
+        default="",
+        help="train.device of the runs and their diagnostics (default: the config's, 'auto'); "
+        "recorded in the JSON, not part of the study's overrides",
+    )
     parser.add_argument("--diagnose", action="store_true", help="route diagnostics per checkpoint")
     parser.add_argument("--nms", type=float, default=0.7, help="class-wise NMS IoU of diagnostics")
     parser.add_argument(
@@ -208,7 +225,8 @@ def main(argv=None) -> None:
         "seeds": args.seeds,
         "opts": args.opts,
         "nms": args.nms,
-        "machine": machine(),
+        "machine": machine(args.device),
+        "device": args.device or "config",
         "command": shlex.join(["python", "benchmarks/ablation_routes.py", *(argv or sys.argv[1:])]),
         "runs": [],
     }

@@ -11,6 +11,8 @@
 #      synthetic dataset.
 #
 # Usage: bash benchmarks/gpu_check.sh [--dry-run] [OUTPUT_DIR]
+#   On the lent GPU machine, whose image lacks some of mrdetr's dependencies: run
+#   benchmarks/gpu_wheels.sh here first and carry .whl (benchmarks/gpu_env.sh installs it there).
 #   OUTPUT_DIR defaults to $OUT, else ./output/gpu_check; the summary is OUTPUT_DIR/gpu_check.md and
 #   every step's full log OUTPUT_DIR/<step>.log.
 #   --dry-run: the same steps on the CPU at tiny sizes (a few seconds each), to check the script.
@@ -31,8 +33,8 @@ done
 mkdir -p "$OUTPUT_DIR"
 OUTPUT_DIR="$(cd "$OUTPUT_DIR" && pwd)"
 SUMMARY="$OUTPUT_DIR/gpu_check.md"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-PY="${PYTHON:-python}"
+# PY, PYTHONPATH, and the dependencies the GPU image lacks from .whl/ (benchmarks/gpu_wheels.sh)
+source benchmarks/gpu_env.sh
 FAILED=0
 
 if [ "$DRY_RUN" = 1 ]; then

@@ -12,6 +12,7 @@ A=(python benchmarks/ablation_routes.py --jobs 2 --threads 1 --reuse --skip-if-c
    --eval-every 175 --diagnose)
 P=(--settings "primary only" "all three routes")
 R=benchmarks/results/route_study
+source benchmarks/route_study_parts.sh  # E_OPTS
 "${A[@]}" --tag a_700it --iters 700 --seeds 1 2 "${P[@]}" --json "$R/a_700it.json"
 "${A[@]}" --tag b_1400it --iters 1400 --seeds 1 "${P[@]}" --json "$R/b_1400it.json"
 "${A[@]}" --tag c_300q --iters 700 --seeds 1 2 "${P[@]}" --json "$R/c_300q.json" \
@@ -71,12 +72,7 @@ warm_start
 "${A[@]}" --tag h_warm_2100it --iters 2100 --seeds 1 "${P[@]}" --json "$R/h_warm_2100it.json" \
   --eval-every 350 --opts train.init_checkpoint="$W" \
   'optimizer.params.rules=[{"pattern":"backbone","lr_factor":0.1},{"pattern":["reference_points","sampling_offsets"],"lr_factor":0.1}]'
-# e: the official decoder width and depth (d = 256, 6 + 6 layers, 8 heads, FFN 2048), small backbone;
-# last: about 4 h for the pair on one thread each, more than a session's machine time, and its run
-# folders do not survive a new machine (benchmarks/route_study_gpu.sh runs it on a GPU)
-"${A[@]}" --tag e_d256 --iters 700 --seeds 1 "${P[@]}" --json "$R/e_d256.json" \
-  --opts model.embed_dim=256 model.position_embedding.num_pos_feats=128 \
-  model.transformer.query_pos_feats=128 model.neck.num_groups=32 \
-  model.transformer.encoder.num_layers=6 model.transformer.decoder.num_layers=6 \
-  model.transformer.encoder.num_heads=8 model.transformer.decoder.num_heads=8 \
-  model.transformer.encoder.ffn_dim=2048 model.transformer.decoder.ffn_dim=2048
+# e: the official decoder width and depth (E_OPTS), last: about 4 h for the pair on one thread each,
+# more than a session's machine time, and run folders do not survive a new machine. On a GPU,
+# benchmarks/route_study_gpu.sh runs it in minutes; with its e_d256.json here this step is skipped.
+"${A[@]}" --tag e_d256 --iters 700 --seeds 1 "${P[@]}" --json "$R/e_d256.json" --opts "${E_OPTS[@]}"

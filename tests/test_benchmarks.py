@@ -1,4 +1,5 @@
-"""The benchmark scripts run (bounded forms): ``gpu_check.sh --dry-run`` on the CPU and
+"""The benchmark scripts run (bounded forms): ``gpu_check.sh --dry-run`` and
+``route_study_gpu.sh --dry-run`` on the CPU, and
 ``bench_model.py --quick`` with its same-run peer, FLOPs, GEMM rate and machine line."""
 
 from __future__ import annotations
@@ -37,6 +38,37 @@ def test_gpu_check_dry_run_writes_a_summary(tmp_path):
         assert re.search(rf"## {name}\n\n`[^`]*` — exit 0, \d+ s", summary), name
     assert "Triton self-check on cpu, torch.bfloat16:" in summary
     assert "copypaste: AP,AP50,AP75,APs,APm,APl" in summary  # the quick start trained and evaluated
+
+
+def test_route_study_gpu_dry_run_trains_part_e_and_writes_its_json(tmp_path):
+    """``route_study_gpu.sh --dry-run``: part e's pair (the overrides route_study.sh uses, from the
+    shared route_study_parts.sh) trains 2 iterations on the CPU, is diagnosed and lands in one JSON."""
+    import json
+
+    env = dict(os.environ, PYTHON=sys.executable, RUNS=str(tmp_path / "runs"))
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        ["bash", str(REPO / "benchmarks/route_study_gpu.sh"), "--dry-run", str(out)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    study = json.loads((out / "e_d256.json").read_text())
+    assert study["device"] == "cpu" and study["tag"] == "e_d256"
+    assert "model.embed_dim=256" in study["opts"]
+    assert "model.transformer.decoder.num_layers=6" in study["opts"]
+    assert [r["setting"] for r in study["runs"]] == ["primary only", "all three routes"]
+    for run in study["runs"]:
+        assert run["complete"] and run["curve"][-1][0] in (1, 2)
+        (report,) = run["diagnostics"].values()
+        assert set(report["routes"]) == {"primary", "instruct", "sep_ffn"}
+    assert (out / "e_d256.md").is_file() and (out / "route_study_gpu.log").is_file()
+    assert (
+        "source benchmarks/route_study_parts.sh" in (REPO / "benchmarks/route_study.sh").read_text()
+    )
 
 
 def test_bench_model_quick_times_the_peer_in_the_same_run():

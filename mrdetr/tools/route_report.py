@@ -5,7 +5,8 @@ found object and the one-to-many assigner's positives (``mrdetr.evaluation.route
         [--nms 0.7] [--score-threshold 0.3] [--match-iou 0.5] [--routes primary instruct sep_ffn] \
         [--json report.json]
 
-Evaluates on the config's ``dataloader.test`` dataset; prints a table and writes the report as JSON.
+Evaluates on the config's ``dataloader.test`` dataset on ``train.device`` ("auto": a GPU if there is
+one); prints a table and writes the report as JSON.
 """
 
 from __future__ import annotations
@@ -58,10 +59,10 @@ def format_report(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import torch
 
     from ..checkpoint.checkpointer import Checkpointer
     from ..config import instantiate
+    from ..engine.defaults import resolve_device
     from ..engine.predictor import load_config
     from ..evaluation.route_diagnostics import checkpoint_iteration, run_route_diagnostics
 
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     weights = cfg.train.get("init_checkpoint", "")
     if not weights:
         raise ValueError("route_report: set the checkpoint with --opts train.init_checkpoint=PATH")
-    model = instantiate(cfg.model).to(torch.device("cpu"))
+    model = instantiate(cfg.model).to(resolve_device(str(cfg.train.get("device", "auto"))))
     Checkpointer(model, save_to_disk=False).load_weights(weights)
     dataset = cfg.dataloader.test.dataset
     report = run_route_diagnostics(

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Part e of the route study (docs/route_study.md: primary only vs all three routes at the official
+# decoder width and depth, 700 iterations, seed 1) on one GPU, where it takes minutes instead of the
+# ~4 h on one CPU thread per run that no CPU session has. Both runs train at the same time, with the
+# route diagnostics of every kept checkpoint; the training is bounded by LIMIT seconds (default 420):
+# then each run checkpoints its running iteration and the JSON keeps its evaluations so far
+# (complete: false), so a call that runs out of time still brings back the curve.
+#
+# Usage (the lent GPU machine lacks some dependencies: run benchmarks/gpu_wheels.sh here first and
+# carry .whl):  bash benchmarks/route_study_gpu.sh [--dry-run] [OUTPUT_DIR]
+#   OUTPUT_DIR defaults to $OUT, else ./output/route_study_gpu: e_d256.json (copy it to
+#   benchmarks/results/route_study/, then `python benchmarks/ablation_routes.py --report` it),
+#   e_d256.md, e_d256.png and route_study_gpu.log. Run folders go to $RUNS (default /tmp/route_study_gpu).
+#   --dry-run: the same on the CPU at a tiny size (2 iterations, 64 px images), to check the script.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+DRY_RUN=0
+OUTPUT_DIR="${OUT:-./output/route_study_gpu}"
+for arg in "$@"; do
+  case "$arg" in
+    --dry-run) DRY_RUN=1 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -*) echo "route_study_gpu.sh: unknown option $arg (expected --dry-run or an output folder)" >&2; exit 2 ;;
+    *) OUTPUT_DIR="$arg" ;;
+  esac
+done
+mkdir -p "$OUTPUT_DIR"
+OUTPUT_DIR="$(cd "$OUTPUT_DIR" && pwd)"
+source benchmarks/gpu_env.sh
+source benchmarks/route_study_parts.sh
+RUNS="${RUNS:-/tmp/route_study_gpu}"
+DATA="$RUNS/datasets"
+LIMIT="${LIMIT:-420}"
+if [ "$DRY_RUN" = 1 ]; then
+  DEVICE=cpu
+  GEN=(--num-train 4 --num-val 2 --image-size 64)
+  SCHEDULE=(--iters 2 --eval-every 2 --threads 1)
+  AUG=dataloader.train.mapper.augmentation
+  SMALL=(dataloader.train.total_batch_size=2 dataloader.train.num_workers=0
+    "$AUG.min_sizes=[64]" "$AUG.max_size=64" "$AUG.crop_pre_sizes=[64]" "$AUG.crop_min_size=48"
+    "$AUG.crop_max_size=64" dataloader.test.mapper.augmentation.min_size=64
+    dataloader.test.mapper.augmentation.max_size=64)
+else
+  DEVICE=cuda
+  GEN=()
+  SCHEDULE=(--iters 700 --eval-every 175 --threads 4)
+  SMALL=()
+fi
+"$PY" -m mrdetr.data.synthetic --output "$DATA/synthetic" --if-missing --quiet "${GEN[@]}" || exit 1
+# the time bound: SIGTERM to this study's trainings only (their output folders are under $RUNS)
+watchdog() { sleep "$LIMIT" && pkill -TERM -f "train.output_dir=$RUNS/"; }
+watchdog </dev/null >/dev/null 2>&1 &
+WATCH=$!
+set -o pipefail
+MRDETR_DATASETS="$DATA" "$PY" benchmarks/ablation_routes.py --jobs 2 --reuse --diagnose \
+  --device "$DEVICE" "${SCHEDULE[@]}" --tag e_d256 --seeds 1 --settings "primary only" "all three routes" \
+  --output "$RUNS/e_d256" --json "$OUTPUT_DIR/e_d256.json" --opts "${E_OPTS[@]}" "${SMALL[@]}" \
+  2>&1 | tee "$OUTPUT_DIR/route_study_gpu.log"
+STATUS=$?
+pkill -P "$WATCH" 2>/dev/null; kill "$WATCH" 2>/dev/null
+exit "$STATUS"
