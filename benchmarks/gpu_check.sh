@@ -13,8 +13,10 @@
 # Usage: bash benchmarks/gpu_check.sh [--dry-run] [OUTPUT_DIR]
 #   On the lent GPU machine, whose image lacks some of mrdetr's dependencies: run
 #   benchmarks/gpu_wheels.sh here first and carry .whl (benchmarks/gpu_env.sh installs it there).
-#   OUTPUT_DIR defaults to $OUT, else ./output/gpu_check; the summary is OUTPUT_DIR/gpu_check.md and
-#   every step's full log OUTPUT_DIR/<step>.log.
+#   OUTPUT_DIR defaults to $OUT, else ./output/gpu_check; it gets two files (the device tool brings
+#   back at most 8): the summary gpu_check.md and gpu_check_logs.tar.gz, every step's full log. The
+#   data set, the quick start's run folder and the logs themselves go to $WORK (default a new
+#   temporary folder).
 #   --dry-run: the same steps on the CPU at tiny sizes (a few seconds each), to check the script.
 # The exit status is the number of failed steps.
 set -uo pipefail
@@ -25,7 +27,7 @@ OUTPUT_DIR="${OUT:-./output/gpu_check}"
 for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY_RUN=1 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     -*) echo "gpu_check.sh: unknown option $arg (expected --dry-run or an output folder)" >&2; exit 2 ;;
     *) OUTPUT_DIR="$arg" ;;
   esac
@@ -33,6 +35,8 @@ done
 mkdir -p "$OUTPUT_DIR"
 OUTPUT_DIR="$(cd "$OUTPUT_DIR" && pwd)"
 SUMMARY="$OUTPUT_DIR/gpu_check.md"
+WORK="${WORK:-$(mktemp -d)}"
+mkdir -p "$WORK/logs"
 # PY, PYTHONPATH, and the dependencies the GPU image lacks from .whl/ (benchmarks/gpu_wheels.sh)
 source benchmarks/gpu_env.sh
 FAILED=0
@@ -60,7 +64,7 @@ fi
 # step NAME LIMIT_S COMMAND...: run with a time limit, log it, add its status and output to the summary
 step() {
   local name="$1" limit="$2"; shift 2
-  local log="$OUTPUT_DIR/$name.log" start rc
+  local log="$WORK/logs/$name.log" start rc
   start=$(date +%s)
   timeout "$limit" "$@" >"$log" 2>&1
   rc=$?
@@ -100,7 +104,7 @@ step cuda_tests 90 "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_msda_tr
 step bench_msda 90 "$PY" benchmarks/bench_msda.py --device "$DEVICE" "${MSDA_ARGS[@]}"
 step bench_model 150 "$PY" benchmarks/bench_model.py --device "$DEVICE" "${MODEL_ARGS[@]}"
 
-DATASETS="$OUTPUT_DIR/datasets"
+DATASETS="$WORK/datasets"
 if [ "$DRY_RUN" = 1 ]; then
   GEN=(--num-train 4 --num-val 2 --image-size 64)
 else
@@ -111,7 +115,8 @@ step quickstart 120 env MRDETR_DATASETS="$DATASETS" "$PY" projects/train_net.py 
   --config-file projects/mr_detr_deformable/configs/quickstart_synthetic.py \
   train.device="$DEVICE" train.max_iter="$QUICK_ITERS" train.eval_period="$QUICK_ITERS" \
   train.eval_at_start=False train.log_period=10 train.checkpointer.period=100000 \
-  train.output_dir="$OUTPUT_DIR/quickstart" "${QUICK_ARGS[@]}"
+  train.output_dir="$WORK/quickstart" "${QUICK_ARGS[@]}"
 
-echo "Summary: $SUMMARY ($FAILED failed steps)"
+tar -czf "$OUTPUT_DIR/gpu_check_logs.tar.gz" -C "$WORK" logs
+echo "Summary: $SUMMARY, full logs $OUTPUT_DIR/gpu_check_logs.tar.gz ($FAILED failed steps)"
 exit "$FAILED"

@@ -16,17 +16,25 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_gpu_check_dry_run_writes_a_summary(tmp_path):
-    env = dict(os.environ, PYTHON=sys.executable)
+    """The summary and a tarball of the step logs, nothing else, in the output folder (the device
+    tool brings back at most 8 files); the data and run folders go to $WORK."""
+    import tarfile
+
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHON=sys.executable, WORK=str(tmp_path / "work"))
     proc = subprocess.run(
-        ["bash", str(REPO / "benchmarks/gpu_check.sh"), "--dry-run", str(tmp_path)],
+        ["bash", str(REPO / "benchmarks/gpu_check.sh"), "--dry-run", str(out)],
         env=env,
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=600,
     )
-    summary = (tmp_path / "gpu_check.md").read_text()
+    summary = (out / "gpu_check.md").read_text()
     assert proc.returncode == 0, proc.stdout + summary[-4000:]
+    assert sorted(p.name for p in out.iterdir()) == ["gpu_check.md", "gpu_check_logs.tar.gz"]
+    with tarfile.open(out / "gpu_check_logs.tar.gz") as logs:
+        assert "logs/quickstart.log" in logs.getnames()
     for name in (
         "self_check",
         "cuda_tests",
