@@ -22,23 +22,12 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-DRY_RUN=0
-OUTPUT_DIR="${OUT:-./output/gpu_check}"
-for arg in "$@"; do
-  case "$arg" in
-    --dry-run) DRY_RUN=1 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
-    -*) echo "gpu_check.sh: unknown option $arg (expected --dry-run or an output folder)" >&2; exit 2 ;;
-    *) OUTPUT_DIR="$arg" ;;
-  esac
-done
-mkdir -p "$OUTPUT_DIR"
-OUTPUT_DIR="$(cd "$OUTPUT_DIR" && pwd)"
+# PY, PYTHONPATH, and the dependencies the GPU image lacks from .whl/ (benchmarks/gpu_wheels.sh)
+source benchmarks/gpu_env.sh
+gpu_args ./output/gpu_check "$@"
 SUMMARY="$OUTPUT_DIR/gpu_check.md"
 WORK="${WORK:-$(mktemp -d)}"
 mkdir -p "$WORK/logs"
-# PY, PYTHONPATH, and the dependencies the GPU image lacks from .whl/ (benchmarks/gpu_wheels.sh)
-source benchmarks/gpu_env.sh
 FAILED=0
 
 if [ "$DRY_RUN" = 1 ]; then

@@ -14,19 +14,8 @@
 #   --dry-run: the same on the CPU at a tiny size (2 iterations, 64 px images), to check the script.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-DRY_RUN=0
-OUTPUT_DIR="${OUT:-./output/route_study_gpu}"
-for arg in "$@"; do
-  case "$arg" in
-    --dry-run) DRY_RUN=1 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
-    -*) echo "route_study_gpu.sh: unknown option $arg (expected --dry-run or an output folder)" >&2; exit 2 ;;
-    *) OUTPUT_DIR="$arg" ;;
-  esac
-done
-mkdir -p "$OUTPUT_DIR"
-OUTPUT_DIR="$(cd "$OUTPUT_DIR" && pwd)"
-source benchmarks/gpu_env.sh
+source benchmarks/gpu_env.sh  # PY, PYTHONPATH, the wheels of .whl/ where needed; gpu_args
+gpu_args ./output/route_study_gpu "$@"
 source benchmarks/route_study_parts.sh
 RUNS="${RUNS:-/tmp/route_study_gpu}"
 DATA="$RUNS/datasets"

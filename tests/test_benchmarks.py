@@ -15,21 +15,25 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _dry_run(script: str, out: Path, **env: str) -> subprocess.CompletedProcess:
+    """``bash benchmarks/SCRIPT --dry-run OUT`` with this Python and the extra environment."""
+    return subprocess.run(
+        ["bash", str(REPO / "benchmarks" / script), "--dry-run", str(out)],
+        env=dict(os.environ, PYTHON=sys.executable, **env),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def test_gpu_check_dry_run_writes_a_summary(tmp_path):
     """The summary and a tarball of the step logs, nothing else, in the output folder (the device
     tool brings back at most 8 files); the data and run folders go to $WORK."""
     import tarfile
 
     out = tmp_path / "out"
-    env = dict(os.environ, PYTHON=sys.executable, WORK=str(tmp_path / "work"))
-    proc = subprocess.run(
-        ["bash", str(REPO / "benchmarks/gpu_check.sh"), "--dry-run", str(out)],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = _dry_run("gpu_check.sh", out, WORK=str(tmp_path / "work"))
     summary = (out / "gpu_check.md").read_text()
     assert proc.returncode == 0, proc.stdout + summary[-4000:]
     assert sorted(p.name for p in out.iterdir()) == ["gpu_check.md", "gpu_check_logs.tar.gz"]
@@ -53,16 +57,8 @@ def test_route_study_gpu_dry_run_trains_part_e_and_writes_its_json(tmp_path):
     shared route_study_parts.sh) trains 2 iterations on the CPU, is diagnosed and lands in one JSON."""
     import json
 
-    env = dict(os.environ, PYTHON=sys.executable, RUNS=str(tmp_path / "runs"))
     out = tmp_path / "out"
-    proc = subprocess.run(
-        ["bash", str(REPO / "benchmarks/route_study_gpu.sh"), "--dry-run", str(out)],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = _dry_run("route_study_gpu.sh", out, RUNS=str(tmp_path / "runs"))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     study = json.loads((out / "e_d256.json").read_text())
     assert study["device"] == "cpu" and study["tag"] == "e_d256"
