@@ -67,9 +67,10 @@ wait
 ( "${A[@]}" --tag k_primary_2100it --iters 2100 --seeds 1 --settings "primary only" \
   --json "$R/k_primary_2100it.json" --eval-every 350 && warm_start ) &
 wait
-# h (digging): a longer run from the shared warm start of part d (3x the schedule), seed 1
+# h (digging): a longer run from the shared warm start of part d (twice the schedule, as part b from
+# scratch; 3x did not fit the eighth session's machine time after k), seed 1
 warm_start
-"${A[@]}" --tag h_warm_2100it --iters 2100 --seeds 1 "${P[@]}" --json "$R/h_warm_2100it.json" \
+"${A[@]}" --tag h_warm_1400it --iters 1400 --seeds 1 "${P[@]}" --json "$R/h_warm_1400it.json" \
   --eval-every 350 --opts train.init_checkpoint="$W" \
   'optimizer.params.rules=[{"pattern":"backbone","lr_factor":0.1},{"pattern":["reference_points","sampling_offsets"],"lr_factor":0.1}]'
 # e: the official decoder width and depth (E_OPTS), last: about 4 h for the pair on one thread each,
