@@ -76,7 +76,7 @@ def tables(study: dict) -> str:
     lines = [
         f"## Route study `{study['tag']}`: {study['iters']} iterations, seeds {study['seeds']}",
         "",
-        f"Command: `{study.get('command', '')}`; overrides: `{' '.join(study.get('opts', [])) or '-'}`;"
+        f"Command: `{study.get('command', '')}`; overrides: {_overrides(study)};"
         f" machine: {mach.get('cpu', '?')}, ISA {', '.join(mach.get('isa', [])) or '-'}"
         + (f"; runs on {mach['gpu']}" if mach.get("gpu") else "")
         + ".",
@@ -114,6 +114,16 @@ def tables(study: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _overrides(study: dict) -> str:
+    """The study's overrides, or each source file's for a combined study."""
+    if "sources" in study:
+        return ", ".join(
+            f"`{src['tag']}` ({src['iters']} iterations): `{' '.join(src['opts']) or '-'}`"
+            for src in study["sources"]
+        )
+    return f"`{' '.join(study.get('opts', [])) or '-'}`"
+
+
 def write_plot(study: dict, path: Path) -> bool:
     """One panel per metric: mean over seeds per setting, band from the lowest to the highest seed."""
     try:
@@ -138,7 +148,13 @@ def write_plot(study: dict, path: Path) -> bool:
                 continue
             vals = [[s[it] for s in series if it in s] for it in its]
             mean = [statistics.mean(v) for v in vals]
-            ax.plot(its, mean, marker="o", color=f"C{j}", label=f"{name} ({len(series)} seeds)")
+            ax.plot(
+                its,
+                mean,
+                marker="o",
+                color=f"C{j}",
+                label=f"{name} ({len(series)} seed{'s' * (len(series) > 1)})",
+            )
             if len(series) > 1:
                 ax.fill_between(its, [min(v) for v in vals], [max(v) for v in vals],
                                 color=f"C{j}", alpha=0.2)  # fmt: skip
@@ -153,6 +169,35 @@ def write_plot(study: dict, path: Path) -> bool:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
+
+
+def combine(studies: list[dict], names: list[str]) -> dict:
+    """One study of the runs of several study files (e.g. the two single-setting files of a pair), for
+    one table and one plot. A setting found in more than one file is labelled with its file's tag;
+    ``sources`` records each file's name, tag, iterations and overrides."""
+    files_of: dict[str, set[str]] = defaultdict(set)
+    for study in studies:
+        for run in study["runs"]:
+            files_of[run["setting"]].add(study["tag"])
+    runs = [
+        {**run, "setting": run["setting"]
+         + (f" ({study['tag']})" if len(files_of[run["setting"]]) > 1 else "")}
+        for study in studies
+        for run in study["runs"]
+    ]  # fmt: skip
+    return {
+        "tag": " + ".join(study["tag"] for study in studies),
+        "iters": max(study["iters"] for study in studies),
+        "seeds": sorted({seed for study in studies for seed in study["seeds"]}),
+        "machine": studies[0].get("machine", {}),
+        "command": "python benchmarks/ablation_routes.py --report " + " ".join(names),
+        "opts": [],
+        "sources": [
+            {"file": name, "tag": study["tag"], "iters": study["iters"], "opts": study["opts"]}
+            for name, study in zip(names, studies)
+        ],
+        "runs": runs,
+    }
 
 
 def write_outputs(study: dict, stem: Path) -> None:

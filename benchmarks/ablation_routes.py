@@ -32,7 +32,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation_report import write_outputs  # noqa: E402
+from ablation_report import combine, write_outputs  # noqa: E402
 from machine import cpu_info  # noqa: E402
 
 BASE = REPO / "projects/mr_detr_deformable/configs/quickstart_synthetic.py"
@@ -204,10 +204,25 @@ def main(argv=None) -> None:
         action="store_true",
         help="train nothing: exit 0 when --json holds every run asked for, else 1",
     )
-    parser.add_argument("--report", metavar="JSON", help="only regenerate tables/plot from JSON")
+    parser.add_argument(
+        "--report",
+        metavar="JSON",
+        nargs="+",
+        help="only regenerate tables/plot from JSON; several files: one report of all their runs "
+        "(--combined STEM)",
+    )
+    parser.add_argument("--combined", metavar="STEM", help="where the combined report goes")
     args = parser.parse_args(argv)
     if args.report:
-        write_outputs(json.loads(Path(args.report).read_text()), Path(args.report).with_suffix(""))
+        studies = [json.loads(Path(name).read_text()) for name in args.report]
+        if len(studies) == 1:
+            write_outputs(studies[0], Path(args.report[0]).with_suffix(""))
+        elif not args.combined:
+            parser.error("--report with several files needs --combined STEM")
+        else:
+            write_outputs(
+                combine(studies, [Path(n).name for n in args.report]), Path(args.combined)
+            )
         return
     out_dir = Path(args.output or REPO / "output" / "route_study" / args.tag)
     json_path = Path(args.json) if args.json else out_dir / f"{args.tag}.json"

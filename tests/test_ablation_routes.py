@@ -179,3 +179,33 @@ def test_a_stopped_study_keeps_its_evaluations_and_a_new_machine_reuses_finished
     with pytest.raises(SystemExit) as check:
         ablation_routes.main(args + ["--check-complete"])
     assert check.value.code == 0
+
+
+def test_report_combines_several_study_files_into_one_table_and_plot(tmp_path):
+    """``--report A.json B.json --combined STEM``: all runs in one table and plot; a setting found in
+    both files is told apart by its file's tag, and each file's overrides are listed."""
+
+    def study(tag, setting, ap, opts):
+        run = {"setting": setting, "seed": 1, "curve": [[349, ap - 10, 50.0], [699, ap, 60.0]],
+               "sec_per_iter": 1.0, "complete": True}  # fmt: skip
+        return {"tag": tag, "iters": 700, "seeds": [1], "opts": opts, "runs": [run]}
+
+    files = []
+    for tag, setting, ap, opts in (
+        ("p", "primary only", 40.0, []),
+        ("t6", "all three routes", 30.0, []),
+        ("t2", "all three routes", 35.0, ["model.criterion.one_to_many_matcher.max_k=2"]),
+    ):
+        files.append(tmp_path / f"{tag}.json")
+        files[-1].write_text(json.dumps(study(tag, setting, ap, opts)))
+    ablation_routes.main(["--report", *map(str, files), "--combined", str(tmp_path / "both")])
+    table = (tmp_path / "both.md").read_text()
+    assert "| primary only | 1 |" in table
+    assert "| all three routes (t6) | 1 |" in table and "| all three routes (t2) | 1 |" in table
+    assert "`t2` (700 iterations): `model.criterion.one_to_many_matcher.max_k=2`" in table
+    assert "35.00 [35.0]" in table and "40.00 [40.0]" in table
+    assert (tmp_path / "both.png").read_bytes()[:8] == PNG
+    import pytest
+
+    with pytest.raises(SystemExit):  # several files and nowhere to write them
+        ablation_routes.main(["--report", *map(str, files)])
