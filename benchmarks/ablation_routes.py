@@ -54,8 +54,12 @@ def run_tag(name: str, seed: int) -> str:
     return f"{tag}_seed{seed}"
 
 
-def run_setting(config: Path, routes: list[str], seed: int, args, out: Path) -> dict:
-    """Train one setting (resuming a partial run found in ``out``); return its curve and speed."""
+def run_setting(config: Path, routes: list[str], seed: int, args, out: Path) -> dict | None:
+    """Train one setting (resuming a partial run found in ``out``); return its curve and speed.
+
+    A training stopped by a signal (train_net's exit status 128 + SIGTERM / SIGINT) returns its
+    evaluations so far (``read_run(..., partial=True)``), None if it stopped before the first.
+    """
     overrides = [
         f"model.train_routes={json.dumps(routes)}",
         f"train.max_iter={args.iters}",
