@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Part e of the route study (docs/route_study.md: primary only vs all three routes at the official
 # decoder width and depth, 700 iterations, seed 1) on one GPU, where it takes minutes instead of the
-# ~4 h on one CPU thread per run that no CPU session has. Both runs train at the same time, with the
-# route diagnostics of every kept checkpoint; the training is bounded by LIMIT seconds (default 420):
-# then each run checkpoints its running iteration and the JSON keeps its evaluations so far
+# ~4 h on one CPU thread per run that no CPU session has. Both runs train at the same time, then the
+# route diagnostics of every kept checkpoint run; the training is bounded by LIMIT seconds (default
+# 420): then each run checkpoints its running iteration and the JSON keeps its evaluations so far
 # (complete: false), so a call that runs out of time still brings back the curve.
 #
 # Usage (the lent GPU machine lacks some dependencies: run benchmarks/gpu_wheels.sh here first and
@@ -41,10 +41,23 @@ watchdog() { sleep "$LIMIT" && pkill -TERM -f "train.output_dir=$RUNS/"; }
 watchdog </dev/null >/dev/null 2>&1 &
 WATCH=$!
 set -o pipefail
-MRDETR_DATASETS="$DATA" "$PY" benchmarks/ablation_routes.py --jobs 2 --reuse --diagnose \
-  --device "$DEVICE" "${SCHEDULE[@]}" --tag e_d256 --seeds 1 --settings "primary only" "all three routes" \
-  --output "$RUNS/e_d256" --json "$OUTPUT_DIR/e_d256.json" --opts "${E_OPTS[@]}" "${SMALL[@]}" \
-  2>&1 | tee "$OUTPUT_DIR/route_study_gpu.log"
+study() {  # study JSON_STEM [--diagnose]
+  local stem="$1"; shift
+  MRDETR_DATASETS="$DATA" "$PY" benchmarks/ablation_routes.py --jobs 2 --reuse "$@" \
+    --device "$DEVICE" "${SCHEDULE[@]}" --tag e_d256 --seeds 1 --settings "primary only" "all three routes" \
+    --output "$RUNS/e_d256" --json "$OUTPUT_DIR/$stem.json" --opts "${E_OPTS[@]}" "${SMALL[@]}" \
+    2>&1 | tee -a "$OUTPUT_DIR/route_study_gpu.log"
+}
+# 1: train (the curves reach e_d256.json as each run ends, stopped or finished); 2: only once both
+# finished, the diagnostics of their checkpoints, into a second file that replaces the first when
+# complete, so a call that runs out of time in the diagnostics still brings back the curves
+study e_d256
 STATUS=$?
 pkill -P "$WATCH" 2>/dev/null; kill "$WATCH" 2>/dev/null
+if [ "$STATUS" = 0 ]; then
+  study e_d256_diagnosed --diagnose && for ext in json md png; do
+    mv "$OUTPUT_DIR/e_d256_diagnosed.$ext" "$OUTPUT_DIR/e_d256.$ext"
+  done
+  STATUS=$?
+fi
 exit "$STATUS"
