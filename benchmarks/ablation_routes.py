@@ -44,8 +44,9 @@ SETTINGS = {
     "all three routes": (BASE, ["primary", "instruct", "sep_ffn"]),
     "++ (route-aware MoE)": (PLUSPLUS, ["primary", "instruct", "sep_ffn"]),
 }
-# train_net's status after a stop on SIGTERM / SIGINT with a checkpoint (train.stop_signals)
-STOPPED_BY_SIGNAL = (128 + signal.SIGTERM, 128 + signal.SIGINT)
+# train_net's status after a stop on SIGTERM / SIGINT with a checkpoint (train.stop_signals), or
+# killed by one of them before its handlers were installed (while it started)
+STOPPED_BY_SIGNAL = (128 + signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGTERM, -signal.SIGINT)
 
 
 def run_tag(name: str, seed: int) -> str:

@@ -136,7 +136,7 @@ def test_a_stopped_study_keeps_its_evaluations_and_a_new_machine_reuses_finished
     JSON and trains only the rest. The trainer is replaced by a writer of ``metrics.json``."""
     import pytest
 
-    trained, stop = [], {"all three routes"}
+    trained, stop, stop_status = [], {"all three routes"}, 143
 
     def fake_train(cmd, **kwargs):
         out = Path(next(a.split("=", 1)[1] for a in cmd if a.startswith("train.output_dir=")))
@@ -146,7 +146,7 @@ def test_a_stopped_study_keeps_its_evaluations_and_a_new_machine_reuses_finished
         lines = [json.dumps({"iteration": i, "bbox/AP": 10.0 * i, "bbox/AP50": 20.0 * i})
                  for i in evaluations] + [json.dumps({"iteration": 0, "time": 0.5})]  # fmt: skip
         (out / "metrics.json").write_text("\n".join(lines) + "\n")
-        return subprocess.CompletedProcess(cmd, 143 if setting in stop else 0)
+        return subprocess.CompletedProcess(cmd, stop_status if setting in stop else 0)
 
     monkeypatch.setattr(ablation_routes.subprocess, "run", fake_train)
     out = tmp_path / "study"
@@ -163,6 +163,11 @@ def test_a_stopped_study_keeps_its_evaluations_and_a_new_machine_reuses_finished
     with pytest.raises(SystemExit) as check:
         ablation_routes.main(args + ["--check-complete"])
     assert check.value.code == 1
+    # killed by SIGTERM before train_net's handlers were up (status -15): the same, no traceback
+    stop_status = -15
+    with pytest.raises(SystemExit, match="stopped part-way"):
+        ablation_routes.main(args + ["--reuse"])
+    assert not json.loads((out / "t.json").read_text())["runs"][1]["complete"]
 
     # a new machine: no run folders; the finished run comes from the JSON, the stopped one trains
     import shutil
