@@ -24,6 +24,7 @@ SOURCES = {
     "d": (["d_warm"], ["d_warm"]),
     "g": (["a_700it"], ["g_maxk2"]),
     "i": (["b_1400it", "j_primary_1400it"], ["i_maxk2_1400it"]),
+    "h": (["h_warm_1400it"], ["h_warm_1400it"]),
     "k": (["k_primary_2100it"], ["k_maxk2_2100it"]),
 }
 
