@@ -58,8 +58,8 @@ def run_tag(name: str, seed: int) -> str:
 def run_setting(config: Path, routes: list[str], seed: int, args, out: Path) -> dict | None:
     """Train one setting (resuming a partial run found in ``out``); return its curve and speed.
 
-    A training stopped by a signal (train_net's exit status 128 + SIGTERM / SIGINT) returns its
-    evaluations so far (``read_run(..., partial=True)``), None if it stopped before the first.
+    A training stopped by SIGTERM / SIGINT (``STOPPED_BY_SIGNAL``) returns its evaluations so far
+    (``read_run(..., partial=True)``), None if it stopped before the first.
     """
     overrides = [
         f"model.train_routes={json.dumps(routes)}",
@@ -119,11 +119,16 @@ def read_run(run_dir: Path, iters: int, partial: bool = False) -> dict | None:
         if "time" in m:
             times.append(m["time"])
     points = [curve[k] for k in sorted(curve)]
-    complete = bool(points) and points[-1][0] >= iters - 1
+    complete = _reaches_end(points, iters)
     if not points or not (complete or partial):
         return None
     sec = statistics.median(times) if times else float("nan")
     return {"curve": points, "sec_per_iter": sec, "complete": complete}
+
+
+def _reaches_end(curve: list, iters: int) -> bool:
+    """Whether a curve of ``(iteration, AP, AP50)`` points holds the final evaluation of ``iters``."""
+    return bool(curve) and curve[-1][0] >= iters - 1
 
 
 def diagnose_run(run_dir: Path, config: Path, routes: list[str], args) -> dict[str, dict]:
@@ -300,10 +305,7 @@ def _recorded_runs(json_path: Path, args) -> dict[tuple[int, str], dict]:
     return {
         (r["seed"], r["setting"]): r
         for r in study.get("runs", [])
-        if r["curve"]
-        and r.get("complete", True)
-        and r["curve"][-1][0] >= args.iters - 1
-        and (not args.diagnose or r.get("diagnostics"))
+        if _reaches_end(r["curve"], args.iters) and (not args.diagnose or r.get("diagnostics"))
     }
 
 

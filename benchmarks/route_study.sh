@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The route study of docs/route_study.md, parts a to k (the short digging runs f, g, i, j, k and h
-# before the long e), two runs at a time on one thread each, with the route diagnostics of every kept checkpoint. Run it again to continue an interrupted
-# study: a part whose results file already holds every run is skipped (--skip-if-complete), finished
+# before the long e), two runs at a time on one thread each, with the route diagnostics of every
+# kept checkpoint. Run it again to continue an interrupted study: a part whose results file already holds every run is skipped (--skip-if-complete), finished
 # runs found in output/ are kept and partial runs resume from their last checkpoint (--reuse).
 # To stop it without losing a finished iteration:
 #   pkill -f benchmarks/route_study.sh; pkill -TERM -f projects/train_net.py
