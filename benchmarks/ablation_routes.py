@@ -4,8 +4,9 @@ Every setting trains the quick-start model (``projects/mr_detr_deformable/config
 with the same iterations, data and seeds through ``projects/train_net.py``; any further override goes
 through ``--opts``. Each run keeps a checkpoint at every evaluation; ``--diagnose`` runs the route
 diagnostics (``mrdetr.evaluation.route_diagnostics``: per-route AP raw and after class-wise NMS,
-duplicates per found object, one-to-many positive fraction) on each of them. Everything lands in one JSON
-file (``--json``); the Markdown tables and the plot regenerate from it alone:
+duplicates per found object, one-to-many positive fraction) on each of them, also on those a run
+stopped by a signal reached. Everything lands in one JSON file (``--json``); the Markdown tables and
+the plot regenerate from it alone:
 
     python benchmarks/ablation_routes.py --tag a_700it --iters 700 --eval-every 175 --seeds 1 2 \\
         --settings "primary only" "all three routes" --jobs 2 --threads 1 --diagnose --reuse
@@ -274,7 +275,7 @@ def main(argv=None) -> None:
         if run is None:  # stopped before its first evaluation
             return None
         run.update(setting=name, seed=seed, routes=routes, dir=str(run_dir))
-        if args.diagnose and run["complete"]:
+        if args.diagnose:  # a stopped run too: the evaluations it reached, cached for its resume
             run["diagnostics"] = diagnose_run(run_dir, config, routes, args)
         final = run["curve"][-1]
         state = "" if run["complete"] else f" (stopped; last evaluation at {final[0]})"

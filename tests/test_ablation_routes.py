@@ -186,6 +186,33 @@ def test_a_stopped_study_keeps_its_evaluations_and_a_new_machine_reuses_finished
     assert check.value.code == 0
 
 
+def test_a_stopped_run_keeps_the_diagnostics_of_the_evaluations_it_reached(tmp_path, monkeypatch):
+    """With ``--diagnose``, a run stopped by a signal is diagnosed at the evaluation checkpoints it
+    reached, not at its stop checkpoint between evaluations; the JSON keeps them. The trainer is
+    replaced by a writer of its files, the route report by its cached result."""
+    import pytest
+
+    def fake_train(cmd, **kwargs):
+        out = Path(next(a.split("=", 1)[1] for a in cmd if a.startswith("train.output_dir=")))
+        # evaluation after 2 steps (logged at 0-based iteration 1), stopped after 3
+        (out / "model_0000001.pth").write_bytes(b"")
+        (out / "model_0000002.pth").write_bytes(b"")
+        (out / "route_report_0000002.json").write_text(json.dumps({"routes": {"primary": {}}}))
+        line = {"iteration": 1, "bbox/AP": 10.0, "bbox/AP50": 20.0}
+        (out / "metrics.json").write_text(json.dumps(line) + "\n")
+        return subprocess.CompletedProcess(cmd, 143)
+
+    monkeypatch.setattr(ablation_routes.subprocess, "run", fake_train)
+    out = tmp_path / "study"
+    args = ["--iters", "6", "--eval-every", "2", "--output", str(out), "--tag", "t",
+            "--settings", "primary only", "--diagnose"]  # fmt: skip
+    with pytest.raises(SystemExit, match="stopped part-way"):
+        ablation_routes.main(args)
+    (run,) = json.loads((out / "t.json").read_text())["runs"]
+    assert not run["complete"] and run["curve"] == [[1, 10.0, 20.0]]
+    assert run["diagnostics"] == {"2": {"routes": {"primary": {}}}}
+
+
 def test_report_combines_several_study_files_into_one_table_and_plot(tmp_path):
     """``--report A.json B.json --combined STEM``: all runs in one table and plot; a setting found in
     both files is told apart by its file's tag, and each file's overrides are listed."""
