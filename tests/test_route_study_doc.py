@@ -77,3 +77,46 @@ def test_answer_table_row_matches_the_json(part):
         f"{best_aux:.1f}",
     ]
     assert cells[3:9] == expected, f"part {part}: doc {cells[3:9]} vs JSON {expected}"
+
+
+def _section_table(heading: str) -> list[list[str]]:
+    """The cells of the first table after ``heading`` (a line starting with it), header row first."""
+    text = DOC.read_text()
+    section = text[text.index(heading) :]
+    lines = section[section.index("\n|") + 1 :].split("\n\n")[0].splitlines()
+    return [[c.strip().replace("**", "") for c in line.strip("|").split("|")] for line in lines]
+
+
+def test_part_e_table_matches_its_json():
+    """Section e's table (what the runs of part e measured so far, finished or not) says what
+    ``e_d256.json`` holds: each row a metric of one setting, each column an evaluation."""
+    header, _, *rows = _section_table("### e. ")
+    columns = [int(c.replace(",", "")) for c in header[2:]]
+    runs = {r["setting"]: r for r in json.loads((RESULTS / "e_d256.json").read_text())["runs"]}
+    assert set(runs) == {"primary only", "all three routes"}
+    assert rows
+    for label, setting, *cells in rows:
+        values = run_metrics(runs[setting])[label]
+        digits = 2 if "/" in label else 1
+        expected = [f"{values[c]:.{digits}f}" for c in columns]
+        assert cells == expected, f"{label}, {setting}: doc {cells} vs JSON {expected}"
+
+
+def test_readmes_quote_part_e_as_its_json_holds():
+    """The README and benchmarks/README.md figures of part e are the values in ``e_d256.json``."""
+    runs = {
+        r["setting"]: run_metrics(r)
+        for r in json.loads((RESULTS / "e_d256.json").read_text())["runs"]
+    }
+    p, t = runs["primary only"], runs["all three routes"]
+
+    def text(path: str) -> str:
+        return " ".join((REPO / path).read_text().split())
+
+    readme, bench = text("README.md"), text("benchmarks/README.md")
+    at350 = f"{t['primary AP'][350]:.1f} against {p['primary AP'][350]:.1f}"
+    nms350 = f"{t['primary AP, NMS'][350]:.1f} against {p['primary AP, NMS'][350]:.1f}"
+    assert at350 in readme and nms350 in readme
+    raw = ", ".join(f"{p['primary AP'][i]:.1f} vs {t['primary AP'][i]:.1f}" for i in (175, 350))
+    nms = [f"{t['primary AP, NMS'][i]:.1f} vs {p['primary AP, NMS'][i]:.1f}" for i in (175, 350)]
+    assert raw in bench and all(n in bench for n in nms)
