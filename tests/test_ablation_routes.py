@@ -128,6 +128,11 @@ def test_warm_start_weights_keeps_only_the_named_parts(tmp_path):
     )
 
 
+def _output_dir(cmd: list[str]) -> Path:
+    """The run folder a faked ``train_net.py`` command was given (``train.output_dir=...``)."""
+    return Path(next(a.split("=", 1)[1] for a in cmd if a.startswith("train.output_dir=")))
+
+
 def test_a_stopped_study_keeps_its_evaluations_and_a_new_machine_reuses_finished_runs(
     tmp_path, monkeypatch
 ):
@@ -139,7 +144,7 @@ def test_a_stopped_study_keeps_its_evaluations_and_a_new_machine_reuses_finished
     trained, stop, stop_status = [], {"all three routes"}, 143
 
     def fake_train(cmd, **kwargs):
-        out = Path(next(a.split("=", 1)[1] for a in cmd if a.startswith("train.output_dir=")))
+        out = _output_dir(cmd)
         setting = "primary only" if 'model.train_routes=["primary"]' in cmd else "all three routes"
         trained.append(setting)
         evaluations = [1] if setting in stop else [1, 3]
@@ -193,7 +198,7 @@ def test_a_stopped_run_keeps_the_diagnostics_of_the_evaluations_it_reached(tmp_p
     import pytest
 
     def fake_train(cmd, **kwargs):
-        out = Path(next(a.split("=", 1)[1] for a in cmd if a.startswith("train.output_dir=")))
+        out = _output_dir(cmd)
         # evaluation after 2 steps (logged at 0-based iteration 1), stopped after 3
         (out / "model_0000001.pth").write_bytes(b"")
         (out / "model_0000002.pth").write_bytes(b"")

@@ -29,14 +29,22 @@ SOURCES = {
 }
 
 
-def _answer_rows() -> dict[str, list[str]]:
+def _section_table(heading: str) -> list[list[str]]:
+    """The cells of the first table after ``heading`` (a line starting with it), header row first."""
     text = DOC.read_text()
-    table = text[text.index("## The answer so far") :].split("\n\n")[1]
-    rows = {}
-    for line in table.splitlines()[2:]:
-        cells = [c.strip().replace("**", "") for c in line.strip("|").split("|")]
-        rows[cells[0]] = cells
-    return rows
+    section = text[text.index(heading) :]
+    lines = section[section.index("\n|") + 1 :].split("\n\n")[0].splitlines()
+    return [[c.strip().replace("**", "") for c in line.strip("|").split("|")] for line in lines]
+
+
+def _answer_rows() -> dict[str, list[str]]:
+    return {cells[0]: cells for cells in _section_table("## The answer so far")[2:]}
+
+
+def _part_e_metrics() -> dict[str, dict[str, dict[int, float]]]:
+    """Every metric of part e's runs by setting (``run_metrics``), from ``e_d256.json``."""
+    runs = json.loads((RESULTS / "e_d256.json").read_text())["runs"]
+    return {r["setting"]: run_metrics(r) for r in runs}
 
 
 def _finals(files: list[str], setting: str) -> list[dict[str, float]]:
@@ -79,24 +87,16 @@ def test_answer_table_row_matches_the_json(part):
     assert cells[3:9] == expected, f"part {part}: doc {cells[3:9]} vs JSON {expected}"
 
 
-def _section_table(heading: str) -> list[list[str]]:
-    """The cells of the first table after ``heading`` (a line starting with it), header row first."""
-    text = DOC.read_text()
-    section = text[text.index(heading) :]
-    lines = section[section.index("\n|") + 1 :].split("\n\n")[0].splitlines()
-    return [[c.strip().replace("**", "") for c in line.strip("|").split("|")] for line in lines]
-
-
 def test_part_e_table_matches_its_json():
     """Section e's table (what the runs of part e measured so far, finished or not) says what
     ``e_d256.json`` holds: each row a metric of one setting, each column an evaluation."""
     header, _, *rows = _section_table("### e. ")
     columns = [int(c.replace(",", "")) for c in header[2:]]
-    runs = {r["setting"]: r for r in json.loads((RESULTS / "e_d256.json").read_text())["runs"]}
+    runs = _part_e_metrics()
     assert set(runs) == {"primary only", "all three routes"}
     assert rows
     for label, setting, *cells in rows:
-        values = run_metrics(runs[setting])[label]
+        values = runs[setting][label]
         digits = 2 if "/" in label else 1
         expected = [f"{values[c]:.{digits}f}" for c in columns]
         assert cells == expected, f"{label}, {setting}: doc {cells} vs JSON {expected}"
@@ -104,10 +104,7 @@ def test_part_e_table_matches_its_json():
 
 def test_readmes_quote_part_e_as_its_json_holds():
     """The README and benchmarks/README.md figures of part e are the values in ``e_d256.json``."""
-    runs = {
-        r["setting"]: run_metrics(r)
-        for r in json.loads((RESULTS / "e_d256.json").read_text())["runs"]
-    }
+    runs = _part_e_metrics()
     p, t = runs["primary only"], runs["all three routes"]
 
     def text(path: str) -> str:
