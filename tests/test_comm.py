@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
+import weakref
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from process_threads import TASKS, gloo_workers
 
 from mrdetr.utils import comm
 
@@ -47,10 +50,14 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             "reduced": {k: float(v) for k, v in reduced.items()},
             "summed": float(summed["a"]),
             "seed": comm.shared_random_seed(),
+            "workers_running": gloo_workers(),
         }
-        torch.save(result, os.path.join(out_dir, f"{rank}.pt"))
     finally:
         dist.destroy_process_group()
+    # Destroying must free the group and join its worker threads: one still alive at interpreter
+    # exit can need the GIL to free a finished collective's tensors and abort the process.
+    result["workers_after_destroy"] = gloo_workers()
+    torch.save(result, os.path.join(out_dir, f"{rank}.pt"))
 
 
 def _free_port() -> int:
@@ -59,6 +66,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.skipif(not TASKS.is_dir(), reason="counts threads through Linux's /proc")
 def test_two_process_gloo_collectives(tmp_path):
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2)
     r0, r1 = (torch.load(tmp_path / f"{r}.pt", weights_only=False) for r in range(2))
@@ -71,3 +79,35 @@ def test_two_process_gloo_collectives(tmp_path):
     assert r0["to_main"] == ["from-0", "from-1"]
     assert r1["to_main"] == []
     assert r0["seed"] == r1["seed"]
+    for res in (r0, r1):
+        assert res["workers_running"] > 0  # the count sees the group's threads
+        assert res["workers_after_destroy"] == 0
+
+
+def _init_one_process_group() -> None:
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
+    )
+
+
+def test_nccl_side_group_is_made_once_per_default_group_and_freed_with_it(monkeypatch):
+    """Under NCCL, object collectives run over a GLOO side group: made once per default group, not
+    kept alive by comm once the default group is destroyed, and made anew after a re-init."""
+    monkeypatch.setattr(dist, "get_backend", lambda group=None: dist.Backend.NCCL)
+    _init_one_process_group()
+    try:
+        side = comm._get_global_gloo_group()
+        assert side is not dist.group.WORLD
+        assert comm._get_global_gloo_group() is side
+        side_ref = weakref.ref(side)
+        del side
+    finally:
+        dist.destroy_process_group()
+    assert side_ref() is None  # freed with the default group: its worker threads are joined
+    _init_one_process_group()
+    try:
+        again = comm._get_global_gloo_group()
+        assert again is not None and again is not dist.group.WORLD
+        assert comm._get_global_gloo_group() is again
+    finally:
+        dist.destroy_process_group()

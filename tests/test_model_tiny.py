@@ -190,3 +190,25 @@ def test_gradient_checkpointing_recomputes_and_keeps_gradients():
     assert grads[0].keys() == grads[1].keys()
     for n in grads[0]:
         torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+@pytest.mark.parametrize(
+    "routes",
+    [
+        ["primary"],
+        ["primary", "instruct"],
+        ["primary", "sep_ffn"],
+        ["primary", "instruct", "sep_ffn"],
+    ],
+)
+def test_trains_every_parameter_says_whether_training_leaves_a_parameter_without_gradient(routes):
+    """What DDP's find_unused_parameters="auto" reads: the model's claim against a real step."""
+    model = tiny_model([f"model.train_routes={routes}"])
+    with torch.no_grad():  # as above: every path live
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    model.train()
+    sum(model(tiny_batch(num_boxes=(3, 2))).values()).backward()
+    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert model.trains_every_parameter == (no_grad == [])
+    assert model.trains_every_parameter == (len(routes) == len(Route))

@@ -17,7 +17,9 @@ train = dict(
     # torch.compile of these submodules for the Predictor, the demo and --eval-only runs (not for
     # training); off by default: benchmarks/README.md has the compile time and the speed-up
     compile=dict(enabled=False, modules=["backbone", "neck"]),
-    ddp=dict(broadcast_buffers=False, find_unused_parameters=False),
+    # find_unused_parameters "auto": true when the model trains only some of its decoder routes
+    # (model.train_routes; the others' parameters get no gradient), else false
+    ddp=dict(broadcast_buffers=False, find_unused_parameters="auto"),
     checkpointer=dict(period=5000, max_to_keep=100),
     eval_period=5000,
     eval_at_start=False,  # also evaluate before the first iteration

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import inspect
 import logging
 import os
@@ -22,7 +23,7 @@ from mrdetr.engine.stop_signal import has_default_handler
 from mrdetr.engine.train_loop import SIGNAL_EXIT_BASE, TrainingStopped
 from mrdetr.utils import comm
 
-__all__ = ["DEFAULT_TIMEOUT", "create_ddp_model", "launch"]
+__all__ = ["DEFAULT_TIMEOUT", "create_ddp_model", "launch", "resolve_find_unused_parameters"]
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +168,18 @@ def _join_forwarding_stop_signals(context: mp.ProcessContext) -> None:
             signal.signal(signum, handler)
 
 
+def _destroy_process_group() -> None:
+    """Destroy every process group and free it while the interpreter is still fully alive.
+
+    Garbage collection first drops references that dead objects with reference cycles (a trainer and
+    its DDP model) still hold to a group, so that destroying frees the group and joins its backend's
+    worker threads here. A worker thread still alive at interpreter exit can need the GIL to free a
+    finished collective's tensors, and that aborts the process after its work is done.
+    """
+    gc.collect()
+    dist.destroy_process_group()
+
+
 def _distributed_worker(
     local_rank: int,
     main_func: Callable[..., Any],
@@ -203,7 +216,7 @@ def _distributed_worker(
     except TrainingStopped as stop:
         raise SystemExit(stop.exit_code) from None  # the parent turns it back into the stop
     finally:
-        dist.destroy_process_group()
+        _destroy_process_group()
 
 
 def _run_from_env(
@@ -226,7 +239,7 @@ def _run_from_env(
         main_func(*args)
     finally:
         if created:
-            dist.destroy_process_group()
+            _destroy_process_group()
 
 
 def _buffer_sync_kwargs(sync: bool) -> dict[str, bool]:
@@ -242,7 +255,7 @@ def create_ddp_model(
     model: nn.Module,
     *,
     broadcast_buffers: bool = False,
-    find_unused_parameters: bool = False,
+    find_unused_parameters: bool | str = "auto",
     **kwargs: Any,
 ) -> nn.Module:
     """Wrap ``model`` in ``DistributedDataParallel``; return it unchanged for one process.
@@ -250,10 +263,16 @@ def create_ddp_model(
     Args:
         model: the model, already on its device.
         broadcast_buffers: official Mr. DETR value ``False``.
-        find_unused_parameters: official value ``False`` (every route's parameters get
-            gradients in training).
+        find_unused_parameters: ``"auto"``: ``True`` exactly when the model says that training
+            leaves some parameters without a gradient (its ``trains_every_parameter`` is False,
+            e.g. a Mr. DETR trained on only some of its routes), else ``False``, the official value
+            (every route trained, every parameter gets a gradient).
         **kwargs: more ``DistributedDataParallel`` arguments.
+
+    Raises:
+        ValueError: ``find_unused_parameters`` is not a bool, ``"true"``, ``"false"`` or ``"auto"``.
     """
+    find_unused = resolve_find_unused_parameters(model, find_unused_parameters)
     if comm.get_world_size() == 1:
         return model
     params = list(model.parameters())
@@ -263,6 +282,31 @@ def create_ddp_model(
         model,
         device_ids=device_ids,
         **_buffer_sync_kwargs(broadcast_buffers),
-        find_unused_parameters=find_unused_parameters,
+        find_unused_parameters=find_unused,
         **kwargs,
     )
+
+
+_FIND_UNUSED_WORDS = {"true": True, "false": False}
+
+
+def resolve_find_unused_parameters(model: nn.Module, setting: bool | str) -> bool:
+    """DDP's ``find_unused_parameters`` for ``model`` from a setting.
+
+    Args:
+        model: the model to wrap.
+        setting: a bool, ``"true"``/``"false"`` (any case: a command-line override of the string
+            default gives these) or ``"auto"`` (not ``model.trains_every_parameter``; False for a
+            model without that attribute).
+
+    Raises:
+        ValueError: any other setting.
+    """
+    if isinstance(setting, bool):
+        return setting
+    word = str(setting).strip().lower()
+    if word == "auto":
+        return not getattr(model, "trains_every_parameter", True)
+    if word in _FIND_UNUSED_WORDS:
+        return _FIND_UNUSED_WORDS[word]
+    raise ValueError(f'expected true, false or "auto", got {setting!r}')

@@ -24,7 +24,7 @@ from mrdetr.engine import hooks
 from mrdetr.engine.defaults import default_setup, resolve_device
 from mrdetr.engine.ema import ModelEMA, unwrap_model
 from mrdetr.engine.eval_metrics import write_eval_only_metrics
-from mrdetr.engine.launch import create_ddp_model
+from mrdetr.engine.launch import create_ddp_model, resolve_find_unused_parameters
 from mrdetr.engine.predictor_config import dataset_metadata
 from mrdetr.engine.stop_signal import DEFAULT_STOP_SIGNALS, StopOnSignal
 from mrdetr.engine.trackers import build_tracker_writers, log_evaluation
@@ -288,7 +288,7 @@ def do_train(cfg: Any, args: argparse.Namespace) -> Trainer:
         apply_configured_lrs(scheduler, configured_lrs)
     # the data stream is a function of this seed: a resumed run continues the same stream
     loader_values: dict[str, Any] = {"seed": loader_seed.seed}
-    ddp_model = create_ddp_model(model, **dict(cfg.train.get("ddp", {})))
+    ddp_model = _create_ddp_model(cfg, model)
     if start_iter > 0 or "start_iter" in cfg.dataloader.train:
         # the loader counts batches; one iteration consumes grad_accum_steps of them
         loader_values["start_iter"] = start_iter * settings["grad_accum_steps"]
@@ -328,6 +328,16 @@ def do_train(cfg: Any, args: argparse.Namespace) -> Trainer:
     ddp_model.train()
     trainer.train(start_iter, max_iter)
     return trainer
+
+
+def _create_ddp_model(cfg: Any, model: nn.Module) -> nn.Module:
+    ddp = dict(cfg.train.get("ddp", {}))
+    key, value = "train.ddp.find_unused_parameters", ddp.get("find_unused_parameters", "auto")
+    try:
+        ddp["find_unused_parameters"] = resolve_find_unused_parameters(model, value)
+    except ValueError as exc:
+        raise ConfigValueError(f"{key}={value!r}: {exc}", key, value) from None
+    return create_ddp_model(model, **ddp)
 
 
 def _signal_names(cfg: Any, key: str, default: Any) -> list[str]:

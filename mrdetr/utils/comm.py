@@ -10,8 +10,8 @@ process group uses NCCL, run over a cached GLOO group so that the pickled bytes 
 
 from __future__ import annotations
 
-import functools
 import os
+import weakref
 from typing import Any
 
 import numpy as np
@@ -85,15 +85,31 @@ def synchronize() -> None:
         dist.barrier()
 
 
-@functools.lru_cache
-def _get_global_gloo_group() -> dist.ProcessGroup | None:
-    """A GLOO group with all ranks (the default group itself when it already is GLOO).
+# The GLOO side group made for object collectives under NCCL, held weakly together with the default
+# group it was made for. A strong reference here would keep the group, and so its C++ worker threads,
+# alive past ``dist.destroy_process_group()``: a worker that then drops the last reference to a
+# finished collective's (Python-owned) tensors needs the GIL while the interpreter is finalising, and
+# the process aborts ("terminate called without an active exception") after its work is done.
+_gloo_group_ref: tuple[weakref.ref[dist.ProcessGroup], weakref.ref[dist.ProcessGroup]] | None = None
 
-    Created once, collectively (every rank reaches it through the same collective call).
+
+def _get_global_gloo_group() -> dist.ProcessGroup | None:
+    """A GLOO group with all ranks (the default group itself when it is not NCCL).
+
+    Under NCCL the group is created once per default group, collectively (every rank reaches it
+    through the same collective call), and made again after the default group was destroyed and
+    initialised anew.
     """
-    if dist.get_backend() == dist.Backend.NCCL:
-        return dist.new_group(backend="gloo")
-    return dist.group.WORLD
+    global _gloo_group_ref
+    if dist.get_backend() != dist.Backend.NCCL:
+        return dist.group.WORLD
+    if _gloo_group_ref is not None:
+        made_for, group = (ref() for ref in _gloo_group_ref)
+        if made_for is dist.group.WORLD and group is not None:
+            return group
+    group = dist.new_group(backend="gloo")
+    _gloo_group_ref = (weakref.ref(dist.group.WORLD), weakref.ref(group))
+    return group
 
 
 def all_gather(obj: Any, group: dist.ProcessGroup | None = None) -> list[Any]:

@@ -153,6 +153,16 @@ class MrDETR(nn.Module):
         nn.init.normal_(self.query_embedding.weight)
 
     @property
+    def trains_every_parameter(self) -> bool:
+        """Whether training gives every parameter a gradient.
+
+        False when ``train_routes`` leaves a route out: its own parameters (instruction tokens,
+        separate FFN, proposal head) then get none, and DDP must look for unused parameters
+        (``create_ddp_model(find_unused_parameters="auto")`` reads this).
+        """
+        return set(self.train_routes) == set(Route)
+
+    @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
