@@ -147,6 +147,41 @@ def test_train_resume_and_eval_only(config_file, tmp_path) -> None:
 
 
 @pytest.mark.slow  # ~20 s: three Python processes start
+def test_cli_two_cpu_processes_report_a_workers_config_error_in_one_line(
+    config_file, tmp_path
+) -> None:
+    """An error a worker process meets (here a bad value, checked when DDP wraps the model) ends
+    the run with status 2 and the error: / hint: lines, not the workers' tracebacks."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "projects" / "train_net.py"),
+            "--config-file",
+            config_file,
+            "--num-gpus",
+            "2",
+            f"train.output_dir={tmp_path / 'ddp_run'}",
+            "train.max_iter=2",
+            "train.ddp.find_unused_parameters=maybe",
+        ],
+        env=toy_subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors, proc.stderr[-3000:]
+    for line in errors:  # each worker that met it prints it
+        assert line == (
+            "error: train.ddp.find_unused_parameters='maybe': "
+            "expected true, false or \"auto\", got 'maybe'"
+        )
+    assert "Traceback" not in proc.stderr
+    assert "hint: check the config file and the key=value overrides" in proc.stderr
+
+
+@pytest.mark.slow  # ~20 s: three Python processes start
 def test_cli_two_cpu_processes(config_file, tmp_path) -> None:
     out = tmp_path / "ddp_run"
     env = toy_subprocess_env()

@@ -19,8 +19,10 @@ from typing import Any
 __all__ = [
     "DEBUG_ENV",
     "EXPECTED_ERRORS",
+    "ErrorReportedByWorker",
     "USER_ERROR_EXIT",
     "debug_requested",
+    "report_in_worker",
     "run_cli",
     "run_reporting_errors",
     "user_error_hint",
@@ -102,6 +104,27 @@ def user_error_hint(exc: BaseException) -> str | None:
     return None
 
 
+class ErrorReportedByWorker(Exception):
+    """A spawned worker process printed one of the project's errors (``error:`` and ``hint:``
+    lines, :func:`report_in_worker`) and left with ``USER_ERROR_EXIT``; nothing is left to print."""
+
+
+def _hint_or_reraise(exc: BaseException, traceback: bool) -> str:
+    """The hint for ``exc``, one of the project's errors; re-raise the exception being handled
+    (call this in its ``except`` block) when it is not one, or when a traceback is asked for."""
+    hint = user_error_hint(exc)
+    if hint is None or traceback or debug_requested():
+        # keep the traceback in the run's log.txt too (the trainer logs one line only)
+        logging.getLogger("mrdetr").error("Traceback of the error below:", exc_info=True)
+        raise  # noqa: PLE0704 - called from the except block of the exception
+    return hint
+
+
+def _print_user_error(exc: BaseException, hint: str) -> None:
+    print(f"error: {_message(exc)}", file=sys.stderr)
+    print(f"hint: {hint} ({_TRACEBACK_NOTE})", file=sys.stderr)
+
+
 def run_reporting_errors(
     func: Callable[[], Any], *, traceback: bool = False, exit_code: int = USER_ERROR_EXIT
 ) -> int:
@@ -113,9 +136,10 @@ def run_reporting_errors(
         exit_code: the status returned for the project's own errors.
 
     Returns:
-        0 after success, ``exit_code`` after one of our errors, 128 + the signal's number after
-        a training stopped by a signal (:class:`~mrdetr.engine.train_loop.TrainingStopped`,
-        printed as one ``stopped:`` line); other exceptions propagate.
+        0 after success, ``exit_code`` after one of our errors (also one that a spawned worker
+        printed itself: :class:`ErrorReportedByWorker`), 128 + the signal's number after a
+        training stopped by a signal (:class:`~mrdetr.engine.train_loop.TrainingStopped`, printed
+        as one ``stopped:`` line); other exceptions propagate.
     """
     from ..engine.train_loop import TrainingStopped
 
@@ -124,13 +148,20 @@ def run_reporting_errors(
     except TrainingStopped as stop:  # not an error: a checkpoint was written, --resume goes on
         print(f"stopped: {stop}", file=sys.stderr)
         return stop.exit_code
+    except ErrorReportedByWorker:
+        return exit_code
     except Exception as exc:
-        hint = user_error_hint(exc)
-        if hint is None or traceback or debug_requested():
-            # keep the traceback in the run's log.txt too (the trainer logs one line only)
-            logging.getLogger("mrdetr").error("Traceback of the error below:", exc_info=True)
-            raise
-        print(f"error: {_message(exc)}", file=sys.stderr)
-        print(f"hint: {hint} ({_TRACEBACK_NOTE})", file=sys.stderr)
+        _print_user_error(exc, _hint_or_reraise(exc, traceback))
         return exit_code
     return 0
+
+
+def report_in_worker(func: Callable[[], Any], *, traceback: bool = False) -> None:
+    """Run ``func()`` in a spawned worker process: print one of the project's errors there, as
+    :func:`run_reporting_errors` does, and leave with ``USER_ERROR_EXIT`` (the parent's launcher
+    sees the status, not the exception); any other exception propagates with its traceback."""
+    try:
+        func()
+    except Exception as exc:
+        _print_user_error(exc, _hint_or_reraise(exc, traceback))
+        raise SystemExit(USER_ERROR_EXIT) from None

@@ -15,11 +15,17 @@ and exits with 128 + the signal's number.
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from torch.multiprocessing import ProcessExitedException
+
 from mrdetr.engine import default_argument_parser, launch
 from mrdetr.engine.defaults import dist_backend_for
 from mrdetr.engine.runner import main as run_main
 
-from ._cli import run_reporting_errors
+from ._cli import USER_ERROR_EXIT, ErrorReportedByWorker, report_in_worker, run_reporting_errors
 
 __all__ = ["main"]
 
@@ -29,25 +35,45 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns:
         0 when every process finished, 2 after one of the project's own errors (printed as an
-        ``error:`` and a ``hint:`` line), 128 + the signal's number after a training stopped by
-        SIGTERM or Ctrl-C with a checkpoint (``train.stop_signals``; one ``stopped:`` line).
+        ``error:`` and a ``hint:`` line, by the worker process that hit it when several run),
+        128 + the signal's number after a training stopped by SIGTERM or Ctrl-C with a checkpoint
+        (``train.stop_signals``; one ``stopped:`` line).
     """
     args = default_argument_parser().parse_args(argv)
+    several = args.num_gpus * args.num_machines > 1
     return run_reporting_errors(
-        lambda: launch(
-            run_main,
+        lambda: _launch(
+            _run_main_reporting_errors if several else run_main,
+            args,
+            # one process needs no group: "auto", without reading the config here
+            backend=dist_backend_for(args.config_file, args.opts) if several else "auto",
+        ),
+        traceback=args.traceback,
+    )
+
+
+def _launch(
+    main_func: Callable[[argparse.Namespace], Any], args: argparse.Namespace, *, backend: str
+) -> None:
+    try:
+        launch(
+            main_func,
             args.num_gpus,
             num_machines=args.num_machines,
             machine_rank=args.machine_rank,
             dist_url=args.dist_url,
             args=(args,),
-            # one process needs no group: "auto", without reading the config here
-            backend="auto"
-            if args.num_gpus * args.num_machines <= 1
-            else dist_backend_for(args.config_file, args.opts),
-        ),
-        traceback=args.traceback,
-    )
+            backend=backend,
+        )
+    except ProcessExitedException as exc:
+        if exc.exit_code == USER_ERROR_EXIT:  # the worker printed its error (report_in_worker)
+            raise ErrorReportedByWorker() from None
+        raise
+
+
+def _run_main_reporting_errors(args: argparse.Namespace) -> None:
+    """The entry point of each worker process of a multi-process run."""
+    report_in_worker(lambda: run_main(args), traceback=args.traceback)
 
 
 if __name__ == "__main__":
