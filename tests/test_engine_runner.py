@@ -146,13 +146,11 @@ def test_train_resume_and_eval_only(config_file, tmp_path) -> None:
     assert ema_results["toy"]["mse"] != pytest.approx(results["toy"]["mse"])
 
 
-@pytest.mark.slow  # ~20 s: three Python processes start
-def test_cli_two_cpu_processes_report_a_workers_config_error_in_one_line(
-    config_file, tmp_path
-) -> None:
-    """An error a worker process meets (here a bad value, checked when DDP wraps the model) ends
-    the run with status 2 and the error: / hint: lines, not the workers' tracebacks."""
-    proc = subprocess.run(
+def _train_net_two_cpu_processes(
+    config_file: str, out: Path, *overrides: str
+) -> subprocess.CompletedProcess:
+    """``projects/train_net.py --num-gpus 2`` on the toy config, 2 iterations, output in ``out``."""
+    return subprocess.run(
         [
             sys.executable,
             str(REPO / "projects" / "train_net.py"),
@@ -160,14 +158,25 @@ def test_cli_two_cpu_processes_report_a_workers_config_error_in_one_line(
             config_file,
             "--num-gpus",
             "2",
-            f"train.output_dir={tmp_path / 'ddp_run'}",
+            f"train.output_dir={out}",
             "train.max_iter=2",
-            "train.ddp.find_unused_parameters=maybe",
+            *overrides,
         ],
         env=toy_subprocess_env(),
         capture_output=True,
         text=True,
         timeout=240,
+    )
+
+
+@pytest.mark.slow  # ~20 s: three Python processes start
+def test_cli_two_cpu_processes_report_a_workers_config_error_in_one_line(
+    config_file, tmp_path
+) -> None:
+    """An error a worker process meets (here a bad value, checked when DDP wraps the model) ends
+    the run with status 2 and the error: / hint: lines, not the workers' tracebacks."""
+    proc = _train_net_two_cpu_processes(
+        config_file, tmp_path / "ddp_run", "train.ddp.find_unused_parameters=maybe"
     )
     assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
@@ -184,24 +193,7 @@ def test_cli_two_cpu_processes_report_a_workers_config_error_in_one_line(
 @pytest.mark.slow  # ~20 s: three Python processes start
 def test_cli_two_cpu_processes(config_file, tmp_path) -> None:
     out = tmp_path / "ddp_run"
-    env = toy_subprocess_env()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "projects" / "train_net.py"),
-            "--config-file",
-            config_file,
-            "--num-gpus",
-            "2",
-            f"train.output_dir={out}",
-            "train.max_iter=2",
-            "train.eval_period=0",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    proc = _train_net_two_cpu_processes(config_file, out, "train.eval_period=0")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     checkpoint = torch.load(out / "model_final.pth", weights_only=True)
     assert checkpoint["iteration"] == 1 and len(checkpoint["rng_per_rank"]) == 2
