@@ -299,7 +299,6 @@ def test_two_process_run_stops_on_ctrl_c_to_the_launcher(tmp_path) -> None:
         json.loads(line)["iteration"] for line in (out / "metrics.json").read_text().splitlines()
     ]
     assert logged[-1] == checkpoint["iteration"]
-    assert (
-        f"Training stopped by SIGINT after iteration {checkpoint['iteration']}"
-        in (out / "log.txt").read_text()
-    )
+    log = (out / "log.txt").read_text()
+    assert f"Training stopped by SIGINT after iteration {checkpoint['iteration']}" in log
+    assert "Traceback" not in log  # a stop is not an error, in the workers either

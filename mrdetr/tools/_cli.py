@@ -159,9 +159,14 @@ def run_reporting_errors(
 def report_in_worker(func: Callable[[], Any], *, traceback: bool = False) -> None:
     """Run ``func()`` in a spawned worker process: print one of the project's errors there, as
     :func:`run_reporting_errors` does, and leave with ``USER_ERROR_EXIT`` (the parent's launcher
-    sees the status, not the exception); any other exception propagates with its traceback."""
+    sees the status, not the exception); a stop (``TrainingStopped``) and any other exception
+    propagate, the latter with its traceback."""
+    from ..engine.train_loop import TrainingStopped
+
     try:
         func()
+    except TrainingStopped:  # not an error: the launcher's worker turns it into its exit status
+        raise
     except Exception as exc:
         _print_user_error(exc, _hint_or_reraise(exc, traceback))
         raise SystemExit(USER_ERROR_EXIT) from None
