@@ -121,8 +121,10 @@ def _hint_or_reraise(exc: BaseException, traceback: bool) -> str:
 
 
 def _print_user_error(exc: BaseException, hint: str) -> None:
-    print(f"error: {_message(exc)}", file=sys.stderr)
-    print(f"hint: {hint} ({_TRACEBACK_NOTE})", file=sys.stderr)
+    # one write, flushed: the workers of a multi-process run share the stderr pipe, and a single
+    # write of less than PIPE_BUF bytes is not interleaved with another process's
+    sys.stderr.write(f"error: {_message(exc)}\nhint: {hint} ({_TRACEBACK_NOTE})\n")
+    sys.stderr.flush()
 
 
 def run_reporting_errors(
